@@ -1,0 +1,20 @@
+"""`raw_mask`: the encoder sees the image and the masks' running sum as an extra channel."""
+
+import torch
+
+from vle_kit import hookimpl
+from vle_kit.interfaces import Composer
+
+
+class RawMaskComposer(Composer):
+    def __init__(self, cfg, spec):
+        super().__init__(cfg, spec)
+        self.out_channels = spec.image_channels + 1
+
+    def forward(self, x, state):
+        return torch.cat([x, state.mask_sum], dim=1)
+
+
+@hookimpl
+def register_composers(register):
+    register("raw_mask", RawMaskComposer)

@@ -1,0 +1,44 @@
+"""Checkpoints: one file of tensors and plain values, written atomically, read safely."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+
+from vle_kit.errors import VleKitError
+
+FORMAT_VERSION = 1
+
+
+def save(state: dict, path: Path) -> None:
+    """Write `state` to a temporary file beside `path`, flush it to disk, then rename it over."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format_version": FORMAT_VERSION, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load(path: Path, map_location: str | torch.device = "cpu") -> dict:
+    """Read a checkpoint without running any code from it; one-line errors for bad files."""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise VleKitError(f"{path}: no such checkpoint") from None
+    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise VleKitError(f"{path}: not a readable vle_kit checkpoint ({first})") from None
+    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+        raise VleKitError(f"{path}: not a vle_kit checkpoint of format {FORMAT_VERSION}")
+    return state

@@ -1,0 +1,103 @@
+"""The recipe's shape: one frozen attrs class per table, validators for every range.
+
+Slot tables (`[model.memory]`, `[data]`, `[[mask_loss]]`) become a `Choice`: the registered
+name from their `use` key and that plug-in's own Config built from the table's other keys.
+"""
+
+from __future__ import annotations
+
+import attrs
+from attrs import validators as v
+
+
+@attrs.frozen
+class Choice:
+    """A plug-in picked for a slot, with its validated options."""
+
+    use: str
+    config: object
+
+
+def slot(name: str, default: str) -> attrs.Attribute:
+    """A field filled by the plug-in of `name` that the table's `use` key picks."""
+    return attrs.field(default=None, metadata={"slot": name, "default_use": default})
+
+
+def _at_least_field(other: str):
+    def check(instance, attribute, value):
+        low = getattr(instance, other)
+        if isinstance(low, int) and value < low:
+            raise ValueError(f"must be >= {other} ({low}), got {value}")
+
+    return check
+
+
+@attrs.frozen(kw_only=True)
+class RecipeMeta:
+    """[recipe]: the run's name and the user's own plug-in modules to load."""
+
+    name: str = ""  # defaults to the recipe file's name
+    plugins: tuple[str, ...] = ()  # module names or .py paths, relative to the recipe file
+
+
+@attrs.frozen(kw_only=True)
+class TokenConfig:
+    """[model.token]: one token is `channels` x `size` x `size` floats."""
+
+    channels: int = attrs.field(default=4, validator=v.ge(1))
+    size: int = attrs.field(default=4, validator=v.ge(1))
+
+    @property
+    def floats(self) -> int:
+        return self.channels * self.size * self.size
+
+
+@attrs.frozen(kw_only=True)
+class ModelConfig:
+    """[model]: the network around the slots."""
+
+    width: int = attrs.field(default=64, validator=v.ge(4))  # encoder channels at memory resolution
+    blocks: int = attrs.field(default=1, validator=v.ge(0))  # residual blocks in the encoder body
+    token: TokenConfig = attrs.field(factory=TokenConfig)
+    composer: Choice = slot("composer", "residual")
+    memory: Choice = slot("memory", "convlstm")
+    saliency: Choice = slot("saliency", "none")
+    combiner: Choice = slot("combiner", "sum")
+
+
+@attrs.frozen(kw_only=True)
+class TokensConfig:
+    """[tokens]: K is drawn uniformly from [min, max] at each training step."""
+
+    min: int = attrs.field(default=1, validator=v.ge(1))
+    max: int = attrs.field(default=8, validator=[v.ge(1), _at_least_field("min")])
+
+
+@attrs.frozen(kw_only=True)
+class TrainConfig:
+    """[train]: optimisation, logging and checkpoints."""
+
+    steps: int = attrs.field(default=3000, validator=v.ge(1))
+    batch: int = attrs.field(default=64, validator=v.ge(1))
+    lr: float = attrs.field(default=1e-3, validator=v.gt(0))
+    seed: int = attrs.field(default=0, validator=v.ge(0))
+    device: str = attrs.field(default="auto", validator=v.in_(("auto", "cpu", "cuda")))
+    warmup: int = attrs.field(default=100, validator=v.ge(0))  # steps of linear lr warm-up
+    step_loss: float = attrs.field(default=1.0, validator=v.ge(0))  # weight of per-step MSE terms
+    grad_clip: float = attrs.field(default=1.0, validator=v.ge(0))  # 0 turns clipping off
+    log_every: int = attrs.field(default=25, validator=v.ge(1))
+    checkpoint_every: int = attrs.field(default=250, validator=v.ge(1))
+    grid_images: int = attrs.field(default=8, validator=v.ge(1))  # rows of the final image grid
+
+
+@attrs.frozen(kw_only=True)
+class Recipe:
+    """A whole validated recipe."""
+
+    recipe: RecipeMeta = attrs.field(factory=RecipeMeta)
+    model: ModelConfig = attrs.field(factory=ModelConfig)
+    tokens: TokensConfig = attrs.field(factory=TokensConfig)
+    data: Choice = slot("dataset", "shapes")
+    train: TrainConfig = attrs.field(factory=TrainConfig)
+    mask_loss: tuple[Choice, ...] = attrs.field(default=(), metadata={"slot": "mask_loss",
+                                                                        "many": True})

@@ -1,0 +1,101 @@
+"""Per-token evaluation: test MSE and PSNR after k = 1..K tokens, beside PCA of equal size."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from torchvision.utils import save_image  # noqa: E402
+
+from vle_kit.model import VLE  # noqa: E402
+
+PEAK = 2.0  # images live in [-1, 1]
+
+
+def to_signed(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1]."""
+    return images.float().div_(127.5).sub_(1)
+
+
+def psnr(mse: torch.Tensor) -> torch.Tensor:
+    return 10 * torch.log10(PEAK**2 / mse.clamp_min(1e-12))
+
+
+@torch.no_grad()
+def token_curve(model: VLE, images: torch.Tensor, k: int, device: torch.device,
+                batch: int = 250) -> torch.Tensor:
+    """Per-image MSE (N, k) after each of the first k tokens of one k-token encoding."""
+    model.eval()
+    errors = []
+    for start in range(0, len(images), batch):
+        x = to_signed(images[start:start + batch]).to(device)
+        recons = model(x, k).recons
+        errors.append((recons - x[:, None]).pow(2).mean(dim=(2, 3, 4)).cpu())
+    return torch.cat(errors)
+
+
+@torch.no_grad()
+def pca_curve(train: torch.Tensor, test: torch.Tensor, floats: list[int]) -> torch.Tensor:
+    """Per-image test MSE (N, len(floats)) of PCA fitted on `train`, keeping `floats` components."""
+    x = to_signed(train).flatten(1).double()
+    mean = x.mean(0)
+    x -= mean
+    _, vectors = torch.linalg.eigh(x.T @ x)
+    basis = vectors.flip(1)[:, :max(floats)]  # strongest components first
+    t = to_signed(test).flatten(1).double() - mean
+    coords = t @ basis
+    return torch.stack([(coords[:, :f] @ basis[:, :f].T - t).pow(2).mean(1) for f in floats],
+                       1).float()
+
+
+def evaluate(model: VLE, train_images: torch.Tensor, test_images: torch.Tensor, *, k_max: int,
+             floats_per_token: int, device: torch.device) -> dict:
+    """The numbers of eval.json: VLE prefix curve, VLE asked for exactly k tokens, and PCA."""
+    prefix = token_curve(model, test_images, k_max, device)
+    asked = torch.stack([token_curve(model, test_images, k, device)[:, -1]
+                         for k in range(1, k_max + 1)], 1)
+    floats = [min(k * floats_per_token, train_images[0].numel()) for k in range(1, k_max + 1)]
+    pca = pca_curve(train_images, test_images, floats)
+
+    def summary(per_image: torch.Tensor) -> dict:
+        return {"mse": per_image.mean(0).tolist(), "psnr": psnr(per_image).mean(0).tolist()}
+
+    return {"tokens": list(range(1, k_max + 1)), "floats": floats,
+            "test_images": len(test_images), "vle": summary(prefix),
+            "vle_asked_k": summary(asked), "pca": summary(pca)}
+
+
+def write_curve_plot(result: dict, title: str, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    k = result["tokens"]
+    ax.plot(k, result["vle"]["mse"], "o-", label="VLE, first k of K tokens")
+    ax.plot(k, result["vle_asked_k"]["mse"], "s--", label="VLE, asked for k tokens")
+    ax.plot(k, result["pca"]["mse"], "^:", label="PCA, same number of floats")
+    ax.set_yscale("log")
+    ax.set_xlabel("tokens k")
+    ax.set_ylabel("test MSE ([-1, 1] scale)")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+@torch.no_grad()
+def write_grid(model: VLE, images: torch.Tensor, k: int, device: torch.device, path: Path) -> None:
+    """Rows are images; columns the input, then the reconstruction after each token."""
+    model.eval()
+    x = to_signed(images).to(device)
+    recons = model(x, k).recons
+    grid = torch.cat([x[:, None], recons], 1).flatten(0, 1)
+    save_image((grid.cpu().clamp(-1, 1) + 1) / 2, path, nrow=k + 1, padding=1)
+
+
+def write_json(result: dict, path: Path) -> None:
+    path.write_text(json.dumps(result, indent=2))

@@ -1,0 +1,238 @@
+"""TOML recipe -> validated `Recipe`, collecting every problem at once; and back to TOML."""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+import typing
+from pathlib import Path
+from types import SimpleNamespace
+
+import attrs
+import tomli_w
+
+from vle_kit.config import Choice, Recipe
+from vle_kit.errors import PluginError, RecipeError
+from vle_kit.plugins import Registry, load_module, load_registry
+
+
+def close(word: str, options: typing.Iterable[str]) -> str:
+    """`; did you mean 'x'?` for a misspelling, else the empty string."""
+    match = difflib.get_close_matches(word, list(options), n=2, cutoff=0.6)
+    return f"; did you mean {' or '.join(repr(m) for m in match)}?" if match else ""
+
+
+def parse_override(item: str) -> tuple[str, object]:
+    """`a.b=VALUE` -> ("a.b", VALUE read as a TOML value, or as a string if it is not one)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise RecipeError("--set", [f"{item!r}: expected KEY=VALUE"])
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def apply_overrides(table: dict, overrides: typing.Iterable[str]) -> None:
+    for item in overrides:
+        key, value = parse_override(item)
+        *parents, last = key.split(".")
+        node = table
+        for part in parents:
+            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            elif isinstance(node, dict):
+                node = node.setdefault(part, {})
+            else:
+                raise RecipeError("--set", [f"{key}: {part!r} is not a table"])
+        if not isinstance(node, dict):
+            raise RecipeError("--set", [f"{key}: the parent is not a table"])
+        node[last] = value
+
+
+def read_toml(path: Path) -> dict:
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise RecipeError(str(path), ["no such file"]) from None
+    except tomllib.TOMLDecodeError as e:
+        raise RecipeError(str(path), [f"TOML syntax error: {e}"]) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise RecipeError(str(path), [f"cannot read: {e}"]) from None
+
+
+def load_recipe(path: str | Path, overrides: typing.Iterable[str] = (),
+                plugins: typing.Iterable[str] = ()) -> tuple[Recipe, Registry]:
+    """Read, override and validate a recipe; load the plug-ins it and `plugins` name."""
+    path = Path(path)
+    table = read_toml(path)
+    apply_overrides(table, overrides)
+    modules = [load_module(p) for p in plugins]
+    problems = []
+    listed = table.get("recipe", {}).get("plugins", []) if isinstance(table.get("recipe"),
+                                                                        dict) else []
+    for i, spec in enumerate(listed if isinstance(listed, list) else []):
+        try:
+            modules.append(load_module(str(spec), base=path.parent.resolve()))
+        except PluginError as e:
+            problems.append(f"recipe.plugins[{i}]: {e}")
+    try:
+        registry = load_registry(modules)
+    except PluginError as e:
+        raise RecipeError(str(path), problems + [str(e)]) from None
+    return validate(table, registry, str(path), problems), registry
+
+
+def validate(table: dict, registry: Registry, source: str = "<recipe>",
+             problems: list[str] | None = None) -> Recipe:
+    """Build a Recipe from a parsed table, raising one RecipeError listing every problem."""
+    problems = [] if problems is None else problems
+    recipe = _build(Recipe, table, "", problems, registry)
+    if recipe is not None:
+        problems += _cross_checks(recipe)
+    if problems:
+        raise RecipeError(source, problems)
+    if not recipe.recipe.name:
+        recipe = attrs.evolve(recipe, recipe=attrs.evolve(recipe.recipe, name=Path(source).stem))
+    return recipe
+
+
+def _cross_checks(recipe: Recipe) -> list[str]:
+    size, token = recipe.data.config.size, recipe.model.token.size
+    ratio = size // token
+    if size % token or ratio < 2 or ratio & (ratio - 1):
+        return [f"data.size: {size} must be model.token.size ({token}) times a power of two "
+                f"(2, 4, 8, ...)"]
+    return []
+
+
+def _join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+def _type_problem(value: object, tp: object) -> tuple[object, str | None]:
+    """Check a TOML value against a field's type; return the value as the field wants it."""
+    if typing.get_origin(tp) is tuple:
+        if not isinstance(value, list):
+            return value, f"expected a list, got {type(value).__name__} {value!r}"
+        items = [_type_problem(item, typing.get_args(tp)[0]) for item in value]
+        bad = next((p for _, p in items if p), None)
+        return tuple(i for i, _ in items), bad
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    ok = {bool: lambda x: isinstance(x, bool),
+          int: lambda x: isinstance(x, int) and not isinstance(x, bool),
+          float: lambda x: isinstance(x, (int, float)) and not isinstance(x, bool),
+          str: lambda x: isinstance(x, str)}
+    if tp in ok and not ok[tp](value):
+        return value, f"expected {names[tp]}, got {type(value).__name__} {value!r}"
+    return (float(value) if tp is float else value), None
+
+
+def _validator_message(error: Exception) -> str:
+    message = str(error.args[0]) if error.args else str(error)
+    match = re.fullmatch(r"'[^']+' (must .*): (.*)", message, flags=re.S)
+    return f"{match[1]}, got {match[2]}" if match else message
+
+
+def _choice(spec: dict, table: object, path: str, problems: list[str],
+            registry: Registry) -> Choice | None:
+    slot = spec["slot"]
+    if not isinstance(table, dict):
+        problems.append(f"{path}: expected a table with a 'use' key, got {table!r}")
+        return None
+    use = table.get("use", spec.get("default_use"))
+    names = registry.names(slot)
+    if use is None:
+        problems.append(f"{path}.use: missing; choose a {slot}: {', '.join(names)}")
+        return None
+    if use not in names:
+        problems.append(f"{path}.use: unknown {slot} {use!r}{close(str(use), names)} "
+                        f"(available: {', '.join(names)})")
+        return None
+    options = {k: val for k, val in table.items() if k != "use"}
+    config = _build(registry.get(slot, use).config_class, options, path, problems, registry,
+                    owner=f"{slot} {use!r}")
+    return None if config is None else Choice(use, config)
+
+
+def _build(cls: type, table: object, path: str, problems: list[str], registry: Registry,
+           owner: str = "") -> object | None:
+    """Build attrs class `cls` from `table`, appending a line to `problems` for each fault."""
+    if not isinstance(table, dict):
+        problems.append(f"{path}: expected a table, got {table!r}")
+        return None
+    fields = {f.name: f for f in attrs.fields(attrs.resolve_types(cls))}
+    before = len(problems)
+    for key in table:
+        if key not in fields:
+            where = f"a setting of {owner}" if owner else "a known key"
+            allowed = ", ".join(fields) or "none"
+            problems.append(f"{_join(path, key)}: not {where}{close(key, fields)} "
+                            f"(allowed: {allowed})")
+    values = {}
+    for name, field in fields.items():
+        key = _join(path, name)
+        spec = field.metadata
+        if "slot" in spec and spec.get("many"):
+            given = table.get(name, [])
+            if not isinstance(given, list):
+                problems.append(f"{key}: expected a list of tables ([[{key}]])")
+                continue
+            choices = [_choice(spec, t, _join(key, i), problems, registry)
+                       for i, t in enumerate(given)]
+            values[name] = tuple(choices)
+        elif "slot" in spec:
+            values[name] = _choice(spec, table.get(name, {}), key, problems, registry)
+        elif attrs.has(field.type):
+            values[name] = _build(field.type, table.get(name, {}), key, problems, registry)
+        elif name in table:
+            values[name], problem = _type_problem(table[name], field.type)
+            if problem:
+                problems.append(f"{key}: {problem}")
+        elif field.default is attrs.NOTHING:
+            problems.append(f"{key}: missing" + (f"; {owner} needs it" if owner else ""))
+    if len(problems) > before:
+        return None
+    merged = {f.name: f.default.factory() if isinstance(f.default, attrs.Factory) else f.default
+              for f in fields.values()}
+    merged.update(values)
+    instance = SimpleNamespace(**merged)
+    for name, field in fields.items():
+        if field.validator is not None:
+            try:
+                field.validator(instance, field, merged[name])
+            except (TypeError, ValueError) as e:
+                problems.append(f"{_join(path, name)}: {_validator_message(e)}")
+    if len(problems) > before:
+        return None
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as e:
+        problems.append(f"{path or 'recipe'}: {_validator_message(e)}")
+        return None
+
+
+def to_table(obj: object) -> dict:
+    """The inverse of `_build`: a TOML-ready table with every default filled in."""
+    table = {}
+    for field in attrs.fields(type(obj)):
+        value = getattr(obj, field.name)
+        if isinstance(value, Choice):
+            table[field.name] = {"use": value.use, **to_table(value.config)}
+        elif isinstance(value, tuple) and value and isinstance(value[0], Choice):
+            table[field.name] = [{"use": c.use, **to_table(c.config)} for c in value]
+        elif attrs.has(type(value)):
+            table[field.name] = to_table(value)
+        elif isinstance(value, tuple):
+            table[field.name] = list(value)
+        else:
+            table[field.name] = value
+    return table
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    return tomli_w.dumps(to_table(recipe))

@@ -1,0 +1,66 @@
+"""Run directories: where a run's recipe, metrics, checkpoints and results live."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from vle_kit.errors import VleKitError
+
+
+class RunDir:
+    """`runs/<timestamp>_<name>/` and the names of what goes in it."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, root: Path, name: str) -> RunDir:
+        stamp = time.strftime("%Y-%m-%dT%H-%M-%S")
+        path = Path(root) / f"{stamp}_{name}"
+        suffix = 1
+        while path.exists():
+            suffix += 1
+            path = Path(root) / f"{stamp}_{name}-{suffix}"
+        try:
+            path.mkdir(parents=True)
+            probe = path / ".write-test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as e:
+            raise VleKitError(f"{path}: cannot write the run directory ({e.strerror})") from None
+        return cls(path)
+
+    @classmethod
+    def existing(cls, path: Path) -> RunDir:
+        run = cls(path)
+        if not run.recipe.is_file():
+            raise VleKitError(f"{path}: not a run directory (no recipe.toml)")
+        return run
+
+    recipe = property(lambda self: self.path / "recipe.toml")
+    metrics = property(lambda self: self.path / "metrics.jsonl")
+    checkpoint = property(lambda self: self.path / "checkpoints" / "last.pt")
+    eval_json = property(lambda self: self.path / "eval.json")
+    curve_png = property(lambda self: self.path / "curve.png")
+    grid_png = property(lambda self: self.path / "grid.png")
+
+
+class MetricsLog:
+    """metrics.jsonl, one JSON object per row; rows past a resumed step are dropped."""
+
+    def __init__(self, path: Path, resume_step: int | None = None):
+        self.path = path
+        if resume_step is not None and path.exists():
+            rows = [line for line in path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            path.write_text("".join(r + "\n" for r in rows))
+        self.file = path.open("a")
+
+    def write(self, row: dict) -> None:
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()

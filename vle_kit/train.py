@@ -1,0 +1,185 @@
+"""Training: build the model from a recipe, draw K each step, save, resume, evaluate."""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import attrs
+import torch
+from tqdm import tqdm
+
+from vle_kit import checkpoint
+from vle_kit.config import Recipe
+from vle_kit.errors import VleKitError
+from vle_kit.evaluate import evaluate, to_signed, write_curve_plot, write_grid, write_json
+from vle_kit.interfaces import ModelSpec
+from vle_kit.model import VLE
+from vle_kit.plugins import Registry
+from vle_kit.recipe import dump_recipe
+from vle_kit.runs import MetricsLog, RunDir
+
+
+class Interrupted(VleKitError):
+    """The user asked the run to stop; a checkpoint was saved."""
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise VleKitError("train.device: 'cuda' asked for, but no CUDA device is available")
+    return torch.device(name)
+
+
+def build_model(recipe: Recipe, registry: Registry, image_channels: int = 3) -> VLE:
+    m = recipe.model
+    spec = ModelSpec(image_channels=image_channels, width=m.width, tokens_max=recipe.tokens.max)
+
+    def part(slot: str, choice):
+        return registry.get(slot, choice.use).factory(choice.config, spec)
+
+    return VLE(m, image_channels=image_channels, image_size=recipe.data.config.size,
+               tokens_max=recipe.tokens.max, composer=part("composer", m.composer),
+               memory=part("memory", m.memory), saliency=part("saliency", m.saliency),
+               combiner=part("combiner", m.combiner))
+
+
+def learning_rate(step: int, cfg) -> float:
+    """Linear warm-up, then cosine decay to a tenth: a pure function of the step."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
+
+
+class Trainer:
+    """Everything a run needs between steps; its `state()` is the whole checkpoint."""
+
+    def __init__(self, recipe: Recipe, registry: Registry, run: RunDir):
+        self.recipe, self.run = recipe, run
+        cfg = recipe.train
+        self.device = select_device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        dataset = registry.get("dataset", recipe.data.use).factory(recipe.data.config)
+        self.train_set, self.test_set = dataset.load("train"), dataset.load("test")
+        self.model = build_model(recipe, registry, self.train_set.images.shape[1]).to(self.device)
+        self.mask_losses = [(c.config, registry.get("mask_loss", c.use).factory(c.config))
+                            for c in recipe.mask_loss]
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=0.0)
+        self.sampler = torch.Generator().manual_seed(cfg.seed)  # draws K and the batches
+        self.step = 0
+
+    def state(self) -> dict:
+        return {"step": self.step, "recipe": dump_recipe(self.recipe),
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "sampler": self.sampler.get_state(), "torch_rng": torch.get_rng_state()}
+
+    def restore(self, state: dict) -> None:
+        if state["recipe"] != dump_recipe(self.recipe):
+            raise VleKitError(f"{self.run.checkpoint}: was written by another recipe than "
+                              f"{self.run.recipe}")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.sampler.set_state(state["sampler"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step = state["step"]
+
+    def save(self) -> None:
+        checkpoint.save(self.state(), self.run.checkpoint)
+
+    def train_step(self) -> dict[str, float]:
+        cfg, tokens = self.recipe.train, self.recipe.tokens
+        k = int(torch.randint(tokens.min, tokens.max + 1, (1,), generator=self.sampler))
+        idx = torch.randint(len(self.train_set), (cfg.batch,), generator=self.sampler)
+        x = to_signed(self.train_set.images[idx]).to(self.device, non_blocking=True)
+        self.model.train()
+        out = self.model(x, k)
+        per_step = (out.recons - x[:, None]).pow(2).mean(dim=(0, 2, 3, 4))  # (k,)
+        terms = {"final": per_step[-1], "steps": per_step.mean()}
+        loss = terms["final"] + cfg.step_loss * terms["steps"]
+        for mcfg, mask_loss in self.mask_losses:
+            if out.masks is not None:
+                ramp = min(1.0, (self.step + 1) / mcfg.warmup) if mcfg.warmup else 1.0
+                terms[type(mask_loss).__name__] = value = mask_loss(out.masks)
+                loss = loss + mcfg.weight * ramp * value
+        if not torch.isfinite(loss):
+            bad = ", ".join(f"{n}={v.item():.4g}" for n, v in terms.items())
+            raise VleKitError(f"step {self.step}: the loss is {loss.item()} ({bad}); "
+                              f"the last good checkpoint is {self.run.checkpoint}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.step, cfg)
+        self.optimizer.step()
+        self.step += 1
+        return {"loss": loss.item(), "k": k, **{n: v.item() for n, v in terms.items()}}
+
+    def evaluate(self) -> dict:
+        r = self.recipe
+        result = evaluate(self.model, self.train_set.images, self.test_set.images,
+                          k_max=r.tokens.max, floats_per_token=r.model.token.floats,
+                          device=self.device)
+        result["recipe"] = r.recipe.name
+        write_json(result, self.run.eval_json)
+        write_curve_plot(result, r.recipe.name, self.run.curve_png)
+        write_grid(self.model, self.test_set.images[:r.train.grid_images], r.tokens.max,
+                   self.device, self.run.grid_png)
+        return result
+
+
+@contextmanager
+def stop_requests():
+    """SIGINT/SIGTERM only raise a flag, read between steps, so a save is never cut short."""
+    flag = {"signal": None}
+
+    def handler(signum, frame):
+        if flag["signal"] is not None:
+            print("\nstopping after this step and saving; please wait", flush=True)
+        flag["signal"] = signal.Signals(signum).name
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def train(recipe: Recipe, registry: Registry, run: RunDir, resume: bool = False) -> dict:
+    """Train (or continue) a run to recipe.train.steps, then evaluate it. Returns eval.json."""
+    trainer = Trainer(recipe, registry, run)
+    if resume:
+        trainer.restore(checkpoint.load(run.checkpoint))
+    else:
+        run.recipe.write_text(dump_recipe(recipe))
+    cfg = recipe.train
+    log = MetricsLog(run.metrics, resume_step=trainer.step if resume else None)
+    bar = tqdm(total=cfg.steps, initial=trainer.step, desc=recipe.recipe.name, disable=None,
+               mininterval=1.0)
+    started = time.perf_counter()
+    try:
+        with stop_requests() as stop:
+            while trainer.step < cfg.steps:
+                row = trainer.train_step()
+                bar.update(1)
+                if trainer.step % cfg.log_every == 0 or trainer.step == cfg.steps:
+                    log.write({"step": trainer.step, **row, "lr": learning_rate(trainer.step - 1, cfg),
+                               "seconds": round(time.perf_counter() - started, 3)})
+                    bar.set_postfix(loss=f"{row['loss']:.4f}")
+                if trainer.step % cfg.checkpoint_every == 0 or trainer.step == cfg.steps:
+                    trainer.save()
+                if stop["signal"]:
+                    trainer.save()
+                    raise Interrupted(f"{stop['signal']} at step {trainer.step}: checkpoint saved "
+                                      f"to {run.checkpoint}; continue with "
+                                      f"`vle-kit run --resume {run.path}`")
+    finally:
+        bar.close()
+        log.close()
+    return trainer.evaluate()
