@@ -11,7 +11,7 @@ from pathlib import Path
 import attrs
 import numpy as np
 import torch
-from torchvision.io import ImageReadMode, decode_image
+from PIL import Image, UnidentifiedImageError
 from torchvision.transforms.v2 import functional as TF
 
 from vle_kit import hookimpl
@@ -48,9 +48,10 @@ class ImageFolderDataset(Dataset):
         images = torch.empty(len(files), 3, size, size, dtype=torch.uint8)
         for i, path in enumerate(files):
             try:
-                image = decode_image(str(path), mode=ImageReadMode.RGB)
-            except (RuntimeError, ValueError) as e:
-                raise VleKitError(f"{path}: not a readable image ({e})") from e
+                with Image.open(path) as file:
+                    image = TF.pil_to_tensor(file.convert("RGB"))
+            except (OSError, UnidentifiedImageError) as e:
+                raise VleKitError(f"{path}: not a readable image ({e})") from None
             images[i] = TF.center_crop(TF.resize(image, size, antialias=True), [size, size])
         root = Path(self.cfg.root)
         classes = sorted({p.relative_to(root).parts[0] for p in files if p.parent != root})

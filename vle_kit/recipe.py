@@ -134,8 +134,8 @@ def _type_problem(value: object, tp: object) -> tuple[object, str | None]:
 
 def _validator_message(error: Exception) -> str:
     message = str(error.args[0]) if error.args else str(error)
-    match = re.fullmatch(r"'[^']+' (must .*): (.*)", message, flags=re.S)
-    return f"{match[1]}, got {match[2]}" if match else message
+    match = re.fullmatch(r"'[^']+' (must .*?)(?:: (.*)| \(got (.*)\))", message, flags=re.S)
+    return f"{match[1]}, got {match[2] or match[3]}" if match else message
 
 
 def _choice(spec: dict, table: object, path: str, problems: list[str],
@@ -170,21 +170,20 @@ def _build(cls: type, table: object, path: str, problems: list[str], registry: R
     for key in table:
         if key not in fields:
             where = f"a setting of {owner}" if owner else "a known key"
-            allowed = ", ".join(fields) or "none"
-            problems.append(f"{_join(path, key)}: not {where}{close(key, fields)} "
-                            f"(allowed: {allowed})")
-    values = {}
+            allowed = f"allowed: {', '.join(fields)}" if fields else f"{owner} takes no settings"
+            problems.append(f"{_join(path, key)}: not {where}{close(key, fields)} ({allowed})")
+    values, bad = {}, set()
     for name, field in fields.items():
         key = _join(path, name)
         spec = field.metadata
+        count = len(problems)
         if "slot" in spec and spec.get("many"):
             given = table.get(name, [])
             if not isinstance(given, list):
                 problems.append(f"{key}: expected a list of tables ([[{key}]])")
-                continue
-            choices = [_choice(spec, t, _join(key, i), problems, registry)
-                       for i, t in enumerate(given)]
-            values[name] = tuple(choices)
+            else:
+                values[name] = tuple(_choice(spec, t, _join(key, i), problems, registry)
+                                     for i, t in enumerate(given))
         elif "slot" in spec:
             values[name] = _choice(spec, table.get(name, {}), key, problems, registry)
         elif attrs.has(field.type):
@@ -195,14 +194,14 @@ def _build(cls: type, table: object, path: str, problems: list[str], registry: R
                 problems.append(f"{key}: {problem}")
         elif field.default is attrs.NOTHING:
             problems.append(f"{key}: missing" + (f"; {owner} needs it" if owner else ""))
-    if len(problems) > before:
-        return None
+        if len(problems) > count:
+            bad.add(name)
     merged = {f.name: f.default.factory() if isinstance(f.default, attrs.Factory) else f.default
               for f in fields.values()}
-    merged.update(values)
+    merged.update({n: val for n, val in values.items() if n not in bad})
     instance = SimpleNamespace(**merged)
     for name, field in fields.items():
-        if field.validator is not None:
+        if field.validator is not None and name not in bad:
             try:
                 field.validator(instance, field, merged[name])
             except (TypeError, ValueError) as e:

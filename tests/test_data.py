@@ -1,0 +1,69 @@
+"""Data sets: the shapes scenes are deterministic and labelled; image folders read any images."""
+
+import pytest
+import torch
+
+from vle_kit.errors import VleKitError
+from vle_kit_plugins.data_image_folder import ImageFolderConfig, ImageFolderDataset
+from vle_kit_plugins.data_shapes import COLOURS, ShapesConfig, ShapesDataset
+
+
+def shapes(**options):
+    return ShapesDataset(ShapesConfig(**{"size": 32, "train": 40, "test": 10, **options}))
+
+
+def test_shapes_are_deterministic_and_splits_differ():
+    a, b = shapes().load("train"), shapes().load("train")
+    assert torch.equal(a.images, b.images) and torch.equal(a.objects, b.objects)
+    test = shapes().load("test")
+    assert not torch.equal(a.images[:10], test.images)
+    assert not torch.equal(shapes(seed=1).load("train").images, a.images)
+
+
+def test_shapes_prefix_is_stable_when_the_split_grows():
+    small, large = shapes(train=5).load("train"), shapes(train=40).load("train")
+    assert torch.equal(small.images, large.images[:5])
+
+
+def test_shapes_labels_match_the_pixels():
+    data = shapes().load("train")
+    assert data.images.shape == (40, 3, 32, 32) and data.images.dtype == torch.uint8
+    for i in range(len(data)):
+        present = data.labels["shape"][i] >= 0
+        n = int(present.sum())
+        assert 2 <= n <= 6
+        ids = data.objects[i].unique().tolist()
+        assert ids == list(range(n + 1)), "every object visible, ids 1..n, 0 = background"
+        colours = data.labels["colour"][i][present]
+        assert len(set(colours.tolist())) == n, "colours are distinct within a scene"
+        for obj in range(1, n + 1):
+            pixel = data.images[i][:, data.objects[i] == obj][:, 0]
+            assert pixel.tolist() == COLOURS[colours[obj - 1]].tolist()
+
+
+def test_shapes_object_count_range():
+    data = shapes(min_objects=3, max_objects=3).load("test")
+    assert ((data.labels["shape"] >= 0).sum(1) == 3).all()
+
+
+def test_image_folder_reads_resizes_and_labels(image_tree):
+    ds = ImageFolderDataset(ImageFolderConfig(root=str(image_tree), size=16, train=8, test=4))
+    train, test = ds.load("train"), ds.load("test")
+    assert train.images.shape == (8, 3, 16, 16) and test.images.shape == (4, 3, 16, 16)
+    assert set(train.labels["class"].flatten().tolist()) <= {0, 1}
+    assert torch.equal(ds.load("train").images, train.images)
+
+
+def test_image_folder_too_small_or_missing(image_tree, tmp_path):
+    with pytest.raises(VleKitError, match="holds 12 images, the recipe asks for data.train "
+                                          r"\+ data.test = 20"):
+        ImageFolderDataset(ImageFolderConfig(root=str(image_tree), train=16, test=4)).load("test")
+    with pytest.raises(VleKitError, match="is not a folder"):
+        ImageFolderDataset(ImageFolderConfig(root=str(tmp_path / "no"), train=1, test=1)).files()
+
+
+def test_image_folder_unreadable_file(image_tree):
+    (image_tree / "cats" / "0.png").write_bytes(b"not a png")
+    ds = ImageFolderDataset(ImageFolderConfig(root=str(image_tree), size=16, train=8, test=4))
+    with pytest.raises(VleKitError, match="0.png: not a readable image"):
+        ds.load("train"), ds.load("test")

@@ -1,0 +1,136 @@
+"""Plug-ins: outside ones register through the same hooks, with no change to the core."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from vle_kit import hookimpl
+from vle_kit.cli import main
+from vle_kit.errors import PluginError, RecipeError
+from vle_kit.interfaces import Composer
+from vle_kit.plugins import load_registry
+from vle_kit.recipe import load_recipe, read_toml, apply_overrides, validate
+from vle_kit.runs import RunDir
+from vle_kit.train import train
+
+from conftest import TINY
+
+
+class DoubledResidual(Composer):
+    """A throwaway input mode: the residual, twice as loud."""
+
+    def forward(self, x, state):
+        return 2 * (x - state.recon)
+
+
+class ThrowawayPlugin:
+    @staticmethod
+    @hookimpl
+    def register_composers(register):
+        register("doubled", DoubledResidual)
+
+
+def test_throwaway_composer_trains_through_a_recipe(vanilla, tmp_path):
+    registry = load_registry([ThrowawayPlugin()])
+    table = read_toml(vanilla)
+    apply_overrides(table, TINY + ["train.steps=2", "model.composer.use=doubled"])
+    recipe = validate(table, registry)
+    run = RunDir.create(tmp_path, recipe.recipe.name)
+    result = train(recipe, registry, run)
+    assert len(result["vle"]["mse"]) == recipe.tokens.max
+    assert run.checkpoint.is_file()
+
+
+def test_duplicate_name_names_both_plugins():
+    class Again:
+        @staticmethod
+        @hookimpl
+        def register_composers(register):
+            register("residual", DoubledResidual)
+
+    with pytest.raises(PluginError, match="composer 'residual' is registered twice: by "
+                                          "vle_kit_plugins.composer_residual and by Again"):
+        load_registry([Again()])
+
+
+MODULE = '''
+from vle_kit import hookimpl
+from vle_kit.interfaces import Composer
+
+
+class SignComposer(Composer):
+    def forward(self, x, state):
+        return (x - state.recon).sign()
+
+
+@hookimpl
+def register_composers(register):
+    register("sign", SignComposer)
+'''
+
+
+def test_user_module_from_the_command_line(vanilla, tmp_path, capsys, monkeypatch):
+    (tmp_path / "my_mode.py").write_text(MODULE)
+    monkeypatch.chdir(tmp_path)
+    assert main(["check", str(vanilla), "-p", "my_mode", "--set", "model.composer.use=sign"]) == 0
+    assert main(["plugins", "-p", "my_mode.py"]) == 0
+    assert "composer: sign" in capsys.readouterr().out
+
+
+def test_user_module_named_in_the_recipe(vanilla, tmp_path):
+    (tmp_path / "sign_mode.py").write_text(MODULE)
+    recipe_path = tmp_path / "r.toml"
+    recipe_path.write_text('[recipe]\nplugins = ["sign_mode.py"]\n'
+                           '[model.composer]\nuse = "sign"\n')
+    recipe, registry = load_recipe(recipe_path)
+    assert registry.get("composer", "sign").plugin == "sign_mode"
+
+
+def test_unloadable_module_is_one_line(tmp_path):
+    (tmp_path / "broken.py").write_text("import does_not_exist\n")
+    recipe_path = tmp_path / "r.toml"
+    recipe_path.write_text('[recipe]\nplugins = ["broken.py", "nowhere_at_all"]\n')
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(recipe_path)
+    assert caught.value.problems == [
+        "recipe.plugins[0]: cannot load plug-in 'broken.py': ModuleNotFoundError: "
+        "No module named 'does_not_exist'",
+        "recipe.plugins[1]: cannot load plug-in 'nowhere_at_all': ModuleNotFoundError: "
+        "No module named 'nowhere_at_all'"]
+
+
+def test_misspelled_hook_is_refused():
+    class Typo:
+        @staticmethod
+        @hookimpl
+        def register_composer(register):
+            pass
+
+    with pytest.raises(PluginError, match="unknown hook 'register_composer'"):
+        load_registry([Typo()])
+
+
+def test_packaged_plugin_found_through_its_entry_point(tmp_path):
+    """A distribution on sys.path declaring `[project.entry-points.vle_kit]` is loaded."""
+    (tmp_path / "vle_kit_sign.py").write_text(MODULE)
+    info = tmp_path / "vle_kit_sign-0.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: vle-kit-sign\nVersion: 0.3\n")
+    (info / "entry_points.txt").write_text("[vle_kit]\nsign = vle_kit_sign\n")
+    env = {k: v for k, v in __import__("os").environ.items()
+           if k != "VLE_KIT_DISABLE_PLUGIN_AUTOLOAD"}
+    env["PYTHONPATH"] = str(tmp_path)
+    out = subprocess.run([sys.executable, "-m", "vle_kit", "plugins"], env=env, check=True,
+                         capture_output=True, text=True).stdout
+    assert "sign 0.3\n    composer: sign" in out
+    assert "vle_kit_plugins.composer_residual 0.1.0\n    composer: residual" in out
+
+
+def test_plugins_lists_every_slot(capsys):
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    for expected in ("memory: convlstm", "memory: gru", "memory: none", "combiner: sum",
+                     "dataset: shapes", "dataset: image_folder", "composer: raw_mask"):
+        assert expected in out
+

@@ -1,0 +1,132 @@
+"""Recipes: every shipped one is valid; every kind of mistake gets one clear line and exit 2."""
+
+import pytest
+
+from vle_kit.cli import main
+from vle_kit.config import Recipe
+from vle_kit.errors import RecipeError
+from vle_kit.recipe import load_recipe, to_table, validate
+from vle_kit.plugins import load_registry
+
+from conftest import RECIPES
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_shipped_recipes_pass_check(path, capsys):
+    assert main(["check", str(path)]) == 0
+    assert ": ok" in capsys.readouterr().out
+
+
+def test_required_keys_exist_in_every_recipe():
+    import tomllib
+
+    for path in RECIPES:
+        table = tomllib.loads(path.read_text())
+        for section, key in [("train", "steps"), ("train", "batch"), ("train", "lr"),
+                             ("train", "seed"), ("tokens", "min"), ("tokens", "max"),
+                             ("data", "use"), ("data", "size"), ("data", "train"),
+                             ("data", "test")]:
+            assert key in table[section], f"{path.name}: {section}.{key}"
+
+
+BASE = """
+[model.memory]
+use = "convlstm"
+[tokens]
+min = 1
+max = 4
+[data]
+use = "shapes"
+size = 32
+[train]
+steps = 10
+"""
+
+BAD = [
+    ("unknown key", BASE + "bacth = 3\n", "train.bacth: not a known key; did you mean 'batch'?"),
+    ("misspelled plug-in", BASE.replace('"convlstm"', '"convlstmm"'),
+     "model.memory.use: unknown memory 'convlstmm'; did you mean 'convlstm'?"),
+    ("plug-in option", BASE.replace('use = "convlstm"', 'use = "convlstm"\nhiden = 3'),
+     "model.memory.hiden: not a setting of memory 'convlstm'; did you mean 'hidden'?"),
+    ("wrong type", BASE.replace("steps = 10", 'steps = "10"'),
+     "train.steps: expected an integer, got str '10'"),
+    ("bool is not an int", BASE.replace("steps = 10", "steps = true"),
+     "train.steps: expected an integer, got bool True"),
+    ("min > max", BASE.replace("min = 1", "min = 6"), "tokens.max: must be >= min (6), got 4"),
+    ("negative size", BASE.replace("size = 32", "size = -32"), "data.size: must be >= 8, got -32"),
+    ("size not a power of two of the token", BASE.replace("size = 32", "size = 40"),
+     "data.size: 40 must be model.token.size (4) times a power of two"),
+    ("not a table", BASE + "[model]\ntoken = 3\n", "model.token: expected a table, got 3"),
+    ("unknown section", BASE + "[trian]\nsteps = 3\n",
+     "trian: not a known key; did you mean 'train'?"),
+    ("TOML syntax", BASE + "[extra\n", "TOML syntax error: Expected ']'"),
+    ("choice", BASE.replace("[train]", '[train]\ndevice = "gpu"'),
+     "train.device: must be in ('auto', 'cpu', 'cuda'), got 'gpu'"),
+]
+
+
+@pytest.mark.parametrize("text,expected", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_recipe_gets_one_clear_line(tmp_path, capsys, text, expected):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    assert main(["check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if not line.startswith("error:")]
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"{path}: ")
+    assert expected in lines[0]
+
+
+def test_toml_syntax_error_names_the_line(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("[train]\nsteps = 3\nlr = = 2\n")
+    with pytest.raises(RecipeError, match=r"line 3"):
+        load_recipe(path)
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text(BASE.replace("steps = 10", "steps = 0\nbatch = 'x'\nlrr = 1")
+                    + "[model.composer]\nuse = 'residul'\n")
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(path)
+    keys = [p.split(":")[0] for p in caught.value.problems]
+    assert sorted(keys) == ["model.composer.use", "train.batch", "train.lrr", "train.steps"]
+
+
+def test_set_overrides_any_key(vanilla):
+    recipe, _ = load_recipe(vanilla, ["train.steps=7", "model.memory.use=gru",
+                                      "model.memory.hidden=5", "train.device=cpu"])
+    assert recipe.train.steps == 7
+    assert recipe.model.memory.use == "gru" and recipe.model.memory.config.hidden == 5
+    assert recipe.train.device == "cpu"
+
+
+def test_set_problems_are_recipe_errors(vanilla, capsys):
+    assert main(["check", str(vanilla), "--set", "train.stepz=3"]) == 2
+    assert "train.stepz: not a known key; did you mean 'steps'?" in capsys.readouterr().err
+    assert main(["check", str(vanilla), "--set", "nonsense"]) == 2
+    assert "expected KEY=VALUE" in capsys.readouterr().err
+
+
+def test_missing_file(tmp_path, capsys):
+    assert main(["check", str(tmp_path / "nope.toml")]) == 2
+    assert "nope.toml: no such file" in capsys.readouterr().err
+
+
+def test_required_plugin_option_is_named(vanilla):
+    with pytest.raises(RecipeError, match="data.root: missing; dataset 'image_folder' needs it"):
+        load_recipe(vanilla, ["data.use=image_folder"])
+
+
+def test_resolved_recipe_round_trips(vanilla):
+    recipe, registry = load_recipe(vanilla)
+    again = validate(to_table(recipe), registry)
+    assert again == recipe
+    assert isinstance(again, Recipe)
+
+
+def test_empty_recipe_takes_every_default(tmp_path):
+    recipe = validate({}, load_registry())
+    assert recipe.model.memory.use == "convlstm" and recipe.data.use == "shapes"
