@@ -25,7 +25,8 @@ def test_model_part_contract(vanilla, slot, name):
         assert out.masks is None or out.masks.shape == (2, k, 1, 16, 16)
         assert torch.isfinite(out.recons).all()
     model.zero_grad()
-    out.recons.pow(2).mean().backward()
+    loss = out.recons.pow(2).mean() + (0 if out.masks is None else out.masks.mean())
+    loss.backward()
     part = getattr(model, slot)
     for pname, p in part.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), f"{slot} {name}: {pname}"

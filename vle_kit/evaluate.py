@@ -12,6 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torchvision.utils import save_image  # noqa: E402
 
+from vle_kit.decomposition import collapse_share, count_accuracy, fg_ari  # noqa: E402
+from vle_kit.interfaces import ImageSet  # noqa: E402
 from vle_kit.model import VLE  # noqa: E402
 
 PEAK = 2.0  # images live in [-1, 1]
@@ -27,16 +29,19 @@ def psnr(mse: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def token_curve(model: VLE, images: torch.Tensor, k: int, device: torch.device,
-                batch: int = 250) -> torch.Tensor:
-    """Per-image MSE (N, k) after each of the first k tokens of one k-token encoding."""
+def encode_all(model: VLE, images: torch.Tensor, k: int, device: torch.device,
+               batch: int = 250) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-image MSE (N, k) after each of the first k tokens of one k-token encoding, and the
+    masks (N, k, H, W) where the model makes them."""
     model.eval()
-    errors = []
+    errors, masks = [], []
     for start in range(0, len(images), batch):
         x = to_signed(images[start:start + batch]).to(device)
-        recons = model(x, k).recons
-        errors.append((recons - x[:, None]).pow(2).mean(dim=(2, 3, 4)).cpu())
-    return torch.cat(errors)
+        out = model(x, k)
+        errors.append((out.recons - x[:, None]).pow(2).mean(dim=(2, 3, 4)).cpu())
+        if out.masks is not None:
+            masks.append(out.masks[:, :, 0].cpu())
+    return torch.cat(errors), torch.cat(masks) if masks else None
 
 
 @torch.no_grad()
@@ -53,21 +58,28 @@ def pca_curve(train: torch.Tensor, test: torch.Tensor, floats: list[int]) -> tor
                        1).float()
 
 
-def evaluate(model: VLE, train_images: torch.Tensor, test_images: torch.Tensor, *, k_max: int,
+def evaluate(model: VLE, train_images: torch.Tensor, test: ImageSet, *, k_max: int,
              floats_per_token: int, device: torch.device) -> dict:
-    """The numbers of eval.json: VLE prefix curve, VLE asked for exactly k tokens, and PCA."""
-    prefix = token_curve(model, test_images, k_max, device)
-    asked = torch.stack([token_curve(model, test_images, k, device)[:, -1]
+    """The numbers of eval.json: VLE prefix curve, VLE asked for exactly k tokens, PCA, and
+    for models with masks how they split the scenes."""
+    prefix, masks = encode_all(model, test.images, k_max, device)
+    asked = torch.stack([encode_all(model, test.images, k, device)[0][:, -1]
                          for k in range(1, k_max + 1)], 1)
     floats = [min(k * floats_per_token, train_images[0].numel()) for k in range(1, k_max + 1)]
-    pca = pca_curve(train_images, test_images, floats)
+    pca = pca_curve(train_images, test.images, floats)
 
     def summary(per_image: torch.Tensor) -> dict:
         return {"mse": per_image.mean(0).tolist(), "psnr": psnr(per_image).mean(0).tolist()}
 
-    return {"tokens": list(range(1, k_max + 1)), "floats": floats,
-            "test_images": len(test_images), "vle": summary(prefix),
-            "vle_asked_k": summary(asked), "pca": summary(pca)}
+    result = {"tokens": list(range(1, k_max + 1)), "floats": floats,
+              "test_images": len(test), "vle": summary(prefix),
+              "vle_asked_k": summary(asked), "pca": summary(pca)}
+    if masks is not None:
+        result["masks"] = {"collapse_share": collapse_share(masks)}
+        if test.objects is not None:
+            result["masks"].update(fg_ari=fg_ari(masks, test.objects).nanmean().item(),
+                                   count_accuracy=count_accuracy(masks, test.objects))
+    return result
 
 
 def write_curve_plot(result: dict, title: str, path: Path) -> None:
@@ -95,6 +107,19 @@ def write_grid(model: VLE, images: torch.Tensor, k: int, device: torch.device, p
     recons = model(x, k).recons
     grid = torch.cat([x[:, None], recons], 1).flatten(0, 1)
     save_image((grid.cpu().clamp(-1, 1) + 1) / 2, path, nrow=k + 1, padding=1)
+
+
+@torch.no_grad()
+def write_mask_grid(model: VLE, images: torch.Tensor, k: int, device: torch.device,
+                    path: Path) -> None:
+    """Rows are images; columns the input, then each token's mask and its masked part."""
+    model.eval()
+    x = to_signed(images).to(device)
+    out = model(x, k)
+    masks = out.masks.expand(-1, -1, x.shape[1], -1, -1)
+    shown = torch.stack([masks * 2 - 1, masks * out.parts - (1 - masks)], 2).flatten(1, 2)
+    grid = torch.cat([x[:, None], shown], 1).flatten(0, 1)
+    save_image((grid.cpu().clamp(-1, 1) + 1) / 2, path, nrow=2 * k + 1, padding=1)
 
 
 def write_json(result: dict, path: Path) -> None:

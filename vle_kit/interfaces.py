@@ -37,11 +37,12 @@ class State:
     recon: Tensor  # (B, C, H, W) the reconstruction so far
     mask_sum: Tensor  # (B, 1, H, W) in [0, 1]: how much of each pixel the masks have claimed
     masks: list[Tensor]  # the masks so far, each (B, 1, H, W)
+    progress: float = 1.0  # share of training done, for annealed plug-ins; 1 outside training
 
     @classmethod
-    def start(cls, x: Tensor, k: int) -> State:
+    def start(cls, x: Tensor, k: int, progress: float = 1.0) -> State:
         b, _, h, w = x.shape
-        return cls(x, k, 0, torch.zeros_like(x), x.new_zeros(b, 1, h, w), [])
+        return cls(x, k, 0, torch.zeros_like(x), x.new_zeros(b, 1, h, w), [], progress)
 
 
 class Composer(nn.Module):

@@ -30,7 +30,7 @@ class Up(nn.Sequential):
         super().__init__(nn.Upsample(scale_factor=2, mode="nearest"), conv3(cin, cout), nn.GELU())
 
 
-def level_widths(width: int, levels: int, smallest: int = 16) -> list[int]:
+def level_widths(width: int, levels: int, smallest: int = 32) -> list[int]:
     """Channels at each of `levels` resolutions, finest first: halving per doubling of size."""
     return [max(width >> (levels - i), smallest) for i in range(levels)] + [width]
 

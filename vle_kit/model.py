@@ -53,9 +53,9 @@ class VLE(nn.Module):
             conv3(up_widths[-1], image_channels + saliency.decoder_channels))
         self.image_channels = image_channels
 
-    def forward(self, x: Tensor, k: int) -> Output:
+    def forward(self, x: Tensor, k: int, progress: float = 1.0) -> Output:
         """Encode x (B, C, H, W) in [-1, 1] into k tokens, reconstructing after each."""
-        state, memory = State.start(x, k), None
+        state, memory = State.start(x, k, progress), None
         tokens, parts, recons, masks = [], [], [], []
         asked = self.asked.weight[k]
         for t in range(k):

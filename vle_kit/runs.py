@@ -45,6 +45,7 @@ class RunDir:
     eval_json = property(lambda self: self.path / "eval.json")
     curve_png = property(lambda self: self.path / "curve.png")
     grid_png = property(lambda self: self.path / "grid.png")
+    masks_png = property(lambda self: self.path / "masks.png")
 
 
 class MetricsLog:

@@ -15,7 +15,8 @@ from tqdm import tqdm
 from vle_kit import checkpoint
 from vle_kit.config import Recipe
 from vle_kit.errors import VleKitError
-from vle_kit.evaluate import evaluate, to_signed, write_curve_plot, write_grid, write_json
+from vle_kit.evaluate import (evaluate, to_signed, write_curve_plot, write_grid, write_json,
+                              write_mask_grid)
 from vle_kit.interfaces import ModelSpec
 from vle_kit.model import VLE
 from vle_kit.plugins import Registry
@@ -67,8 +68,9 @@ class Trainer:
         dataset = registry.get("dataset", recipe.data.use).factory(recipe.data.config)
         self.train_set, self.test_set = dataset.load("train"), dataset.load("test")
         self.model = build_model(recipe, registry, self.train_set.images.shape[1]).to(self.device)
-        self.mask_losses = [(c.config, registry.get("mask_loss", c.use).factory(c.config))
-                            for c in recipe.mask_loss]
+        self.mask_losses = [
+            (c.use, c.config, registry.get("mask_loss", c.use).factory(c.config))
+            for c in recipe.mask_loss]
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=0.0)
         self.sampler = torch.Generator().manual_seed(cfg.seed)  # draws K and the batches
         self.step = 0
@@ -97,15 +99,14 @@ class Trainer:
         idx = torch.randint(len(self.train_set), (cfg.batch,), generator=self.sampler)
         x = to_signed(self.train_set.images[idx]).to(self.device, non_blocking=True)
         self.model.train()
-        out = self.model(x, k)
+        out = self.model(x, k, progress=self.step / cfg.steps)
         per_step = (out.recons - x[:, None]).pow(2).mean(dim=(0, 2, 3, 4))  # (k,)
         terms = {"final": per_step[-1], "steps": per_step.mean()}
         loss = terms["final"] + cfg.step_loss * terms["steps"]
-        for mcfg, mask_loss in self.mask_losses:
-            if out.masks is not None:
-                ramp = min(1.0, (self.step + 1) / mcfg.warmup) if mcfg.warmup else 1.0
-                terms[type(mask_loss).__name__] = value = mask_loss(out.masks)
-                loss = loss + mcfg.weight * ramp * value
+        for name, mcfg, mask_loss in self.mask_losses if out.masks is not None else ():
+            ramp = min(1.0, (self.step + 1) / mcfg.warmup) if mcfg.warmup else 1.0
+            terms[name] = value = mask_loss(out.masks)
+            loss = loss + mcfg.weight * ramp * value
         if not torch.isfinite(loss):
             bad = ", ".join(f"{n}={v.item():.4g}" for n, v in terms.items())
             raise VleKitError(f"step {self.step}: the loss is {loss.item()} ({bad}); "
@@ -122,14 +123,16 @@ class Trainer:
 
     def evaluate(self) -> dict:
         r = self.recipe
-        result = evaluate(self.model, self.train_set.images, self.test_set.images,
+        result = evaluate(self.model, self.train_set.images, self.test_set,
                           k_max=r.tokens.max, floats_per_token=r.model.token.floats,
                           device=self.device)
         result["recipe"] = r.recipe.name
         write_json(result, self.run.eval_json)
         write_curve_plot(result, r.recipe.name, self.run.curve_png)
-        write_grid(self.model, self.test_set.images[:r.train.grid_images], r.tokens.max,
-                   self.device, self.run.grid_png)
+        rows = self.test_set.images[:r.train.grid_images]
+        write_grid(self.model, rows, r.tokens.max, self.device, self.run.grid_png)
+        if "masks" in result:
+            write_mask_grid(self.model, rows, r.tokens.max, self.device, self.run.masks_png)
         return result
 
 

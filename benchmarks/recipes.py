@@ -1,0 +1,68 @@
+"""Train recipes with their defaults, time them, and tabulate their per-token curves.
+
+    python -m benchmarks.recipes recipes/vanilla.toml [more recipes] [--set KEY=VALUE ...]
+
+Prints one table per recipe (VLE after k tokens beside PCA keeping as many floats) and writes
+benchmarks/results/recipes.json with the wall time and every number of each run's eval.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def run_recipe(recipe: str, overrides: list[str]) -> dict:
+    runs = RESULTS / "runs"
+    before = set(runs.glob("*")) if runs.exists() else set()
+    started = time.perf_counter()
+    cmd = [sys.executable, "-m", "vle_kit", "run", recipe, "--runs", str(runs)]
+    subprocess.run(cmd + [a for o in overrides for a in ("--set", o)], check=True)
+    seconds = time.perf_counter() - started
+    (run,) = set(runs.glob("*")) - before
+    result = json.loads((run / "eval.json").read_text())
+    return {"recipe": recipe, "overrides": overrides, "run": str(run),
+            "wall_seconds": round(seconds, 1), "eval": result}
+
+
+def table(entry: dict) -> str:
+    e = entry["eval"]
+    vle, pca = e["vle"]["mse"], e["pca"]["mse"]
+    falls = all(b < a for a, b in zip(vle, vle[1:]))
+    lines = [f"{entry['recipe']}: {entry['wall_seconds'] / 60:.1f} min wall, MSE falls with every "
+             f"token: {'yes' if falls else 'no'}",
+             "| k | floats | VLE MSE | VLE PSNR | asked k MSE | PCA MSE | VLE/PCA |",
+             "|---|---|---|---|---|---|---|"]
+    for i, k in enumerate(e["tokens"]):
+        lines.append(f"| {k} | {e['floats'][i]} | {vle[i]:.5f} | {e['vle']['psnr'][i]:.2f} | "
+                     f"{e['vle_asked_k']['mse'][i]:.5f} | {pca[i]:.5f} | {vle[i] / pca[i]:.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("recipes", nargs="+")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    entries = [run_recipe(r, args.overrides) for r in args.recipes]
+    for entry in entries:
+        print(table(entry), end="\n\n")
+    machine = {"python": platform.python_version(), "torch": torch.__version__,
+               "cpu_threads": torch.get_num_threads(), "machine": platform.machine()}
+    out = RESULTS / "recipes.json"
+    out.write_text(json.dumps({"machine": machine, "runs": entries}, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""How well masks split a scene into its objects: FG-ARI, object count, the collapse pattern."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def with_leftover(masks: Tensor) -> Tensor:
+    """(N, K, H, W) masks -> (N, K + 1, H, W): the last is what no mask claimed, 1 - sum."""
+    return torch.cat([masks, (1 - masks.sum(1, keepdim=True)).clamp_min(0)], 1)
+
+
+def fg_ari(masks: Tensor, objects: Tensor) -> Tensor:
+    """Adjusted Rand index of the masks' per-pixel argmax against the true objects, on the
+    foreground only (objects > 0), per image (N,); NaN for an image without foreground.
+
+    masks: (N, K, H, W) in [0, 1], not necessarily summing to 1 (a leftover cluster is added).
+    objects: (N, H, W) integer ids, 0 = background.
+    """
+    pred = with_leftover(masks).argmax(1)  # (N, H, W)
+    n, p = masks.shape[0], masks.shape[1] + 1
+    g = int(objects.max()) + 1
+    flat = (torch.arange(n)[:, None, None] * g + objects) * p + pred
+    counts = torch.bincount(flat[objects > 0], minlength=n * g * p).view(n, g, p).double()
+
+    def pairs(x: Tensor) -> Tensor:
+        return (x * (x - 1)).flatten(1).sum(1)
+
+    total = counts.flatten(1).sum(1)
+    index = pairs(counts)
+    a, b = pairs(counts.sum(2)), pairs(counts.sum(1))
+    expected = a * b / (total * (total - 1)).clamp_min(1)
+    best = (a + b) / 2
+    ari = (index - expected) / (best - expected)
+    ari = torch.where(best == expected, torch.ones_like(ari), ari)
+    return torch.where(total > 0, ari, torch.full_like(ari, float("nan")))
+
+
+def nonempty(masks: Tensor, min_share: float = 0.005) -> Tensor:
+    """(N, K, H, W) -> (N, K) bool: masks that hold at least `min_share` of the image above 0.5."""
+    return (masks > 0.5).flatten(2).float().mean(2) >= min_share
+
+
+def count_accuracy(masks: Tensor, objects: Tensor) -> float:
+    """Share of images whose number of non-empty masks equals objects + 1 (the background)."""
+    regions = torch.tensor([o.unique().numel() for o in objects])
+    return (nonempty(masks).sum(1) == regions).float().mean().item()
+
+
+def collapse_share(masks: Tensor, full: float = 0.9, empty: float = 0.01) -> float:
+    """Share of images where a mask covering over `full` of the image is followed by an empty
+    one: the "one full mask, one empty mask" pattern of the notebook (Apr 4)."""
+    area = (masks > 0.5).flatten(2).float().mean(2)  # (N, K)
+    pattern = (area[:, :-1] > full) & (area[:, 1:] < empty)
+    return pattern.any(1).float().mean().item()

@@ -1,0 +1,62 @@
+"""What the saliency heads share: turning logits into masks that never claim too much.
+
+A mask is a scaled tanh of the head's logits (notes, Apr 28: clamping is necessary), rescaled
+to (0, 1); its scale can be annealed over training; it can be rounded with a straight-through
+gradient; and with `scope` it is taken from what earlier masks left (MONet's stick-breaking), so
+the running sum never passes 1.
+"""
+
+from __future__ import annotations
+
+import attrs
+import torch
+from torch import Tensor, nn
+
+from vle_kit.interfaces import SaliencyHead, State
+from vle_kit.layers import ResBlock, conv3
+
+
+@attrs.frozen(kw_only=True)
+class MaskConfig:
+    sharpness: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))  # tanh scale
+    anneal_from: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))  # 0 = off
+    straight_through: bool = False  # round to 0/1 going forward, identity gradient going back
+    scope: bool = True  # a mask only claims what earlier masks left: (1 - mask_sum) * m
+
+
+def logits_to_mask(logits: Tensor, state: State, cfg: MaskConfig) -> Tensor:
+    """(B, 1, H, W) logits -> mask in [0, 1 - mask_sum] (or [0, 1] without scope)."""
+    scale = cfg.sharpness
+    if cfg.anneal_from:
+        scale = cfg.anneal_from + (cfg.sharpness - cfg.anneal_from) * state.progress
+    mask = 0.5 * (1 + torch.tanh(scale * logits))
+    if cfg.straight_through:
+        mask = mask + (mask.round() - mask).detach()
+    return mask * (1 - state.mask_sum) if cfg.scope else mask
+
+
+@attrs.frozen(kw_only=True)
+class ConvHeadConfig(MaskConfig):
+    hidden: int = attrs.field(default=16, validator=attrs.validators.ge(1))
+
+
+class ConvMaskHead(SaliencyHead):
+    """A deliberately small head: one convolution and two residual blocks at full resolution
+    (notes, Apr 28: a large saliency model collapses). Subclasses choose what it sees."""
+
+    Config = ConvHeadConfig
+
+    def __init__(self, cfg, spec):
+        super().__init__(cfg, spec)
+        cin = self.input_channels(spec.image_channels)
+        self.net = nn.Sequential(conv3(cin, cfg.hidden), ResBlock(cfg.hidden),
+                                 ResBlock(cfg.hidden), nn.GELU(), nn.Conv2d(cfg.hidden, 1, 1))
+
+    def input_channels(self, image_channels: int) -> int:
+        raise NotImplementedError
+
+    def inputs(self, state: State, part: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, state, feat, part, extra):
+        return logits_to_mask(self.net(self.inputs(state, part)), state, self.cfg)
