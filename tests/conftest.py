@@ -2,13 +2,10 @@ import os
 from pathlib import Path
 
 import pytest
-from hypothesis import settings
+from vle_kit.testing import register_profiles
 
 os.environ["VLE_KIT_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # only the plug-ins a test asks for
-
-settings.register_profile("dev", max_examples=25, deadline=None)
-settings.register_profile("thorough", max_examples=300, deadline=None)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+register_profiles()
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = sorted((ROOT / "recipes").glob("*.toml"))

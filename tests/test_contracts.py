@@ -5,32 +5,16 @@ import torch
 
 from vle_kit.plugins import load_registry
 from vle_kit.recipe import load_recipe
-from vle_kit.train import build_model
+from vle_kit.testing.suites import MODEL_SLOTS, check_model_part
 
 from conftest import TINY
 
 REGISTRY = load_registry()
-MODEL_SLOTS = ("composer", "memory", "saliency", "combiner")
 
 
 @pytest.mark.parametrize("slot,name", [(s, n) for s in MODEL_SLOTS for n in REGISTRY.names(s)])
-def test_model_part_contract(vanilla, slot, name):
-    recipe, registry = load_recipe(vanilla, TINY + [f"model.{slot}={{use = '{name}'}}"])
-    model = build_model(recipe, registry)
-    x = torch.rand(2, 3, 16, 16) * 2 - 1
-    for k in (1, recipe.tokens.max):
-        out = model(x, k)
-        assert out.tokens.shape == (2, k, 4, 4, 4)
-        assert out.parts.shape == out.recons.shape == (2, k, 3, 16, 16)
-        assert out.masks is None or out.masks.shape == (2, k, 1, 16, 16)
-        assert torch.isfinite(out.recons).all()
-    model.zero_grad()
-    loss = out.recons.pow(2).mean() + (0 if out.masks is None else out.masks.mean())
-    loss.backward()
-    part = getattr(model, slot)
-    for pname, p in part.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), f"{slot} {name}: {pname}"
-    assert all(p.grad is not None for p in model.decoder.parameters())
+def test_model_part_contract(slot, name):
+    check_model_part(slot, REGISTRY.get(slot, name).factory)
 
 
 @pytest.mark.parametrize("name", REGISTRY.names("dataset"))

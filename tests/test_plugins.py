@@ -134,3 +134,18 @@ def test_plugins_lists_every_slot(capsys):
                      "dataset: shapes", "dataset: image_folder", "composer: raw_mask"):
         assert expected in out
 
+
+
+def test_resolved_recipe_remembers_command_line_plugins(vanilla, tmp_path, monkeypatch):
+    from vle_kit.recipe import dump_recipe
+
+    (tmp_path / "sign_mode.py").write_text(MODULE)
+    monkeypatch.chdir(tmp_path)
+    recipe, _ = load_recipe(vanilla, ["model.composer.use=sign"], plugins=["sign_mode.py"])
+    saved = tmp_path / "run" / "recipe.toml"
+    saved.parent.mkdir()
+    saved.write_text(dump_recipe(recipe))
+    monkeypatch.chdir(vanilla.parent)
+    again, _ = load_recipe(saved)
+    assert again.model.composer.use == "sign"
+    assert again.recipe.plugins == (str(tmp_path / "sign_mode.py"),)

@@ -1,16 +1,35 @@
 """The README's plug-in walk-through works as written."""
 
 import re
+import subprocess
+import sys
 
 from vle_kit.cli import main
 
 from conftest import ROOT
 
 
-def readme_plugin() -> str:
+def python_blocks(heading: str) -> list[str]:
     text = (ROOT / "README.md").read_text()
-    section = text[text.index("### 1. Try a new input mode"):]
-    return re.search(r"```python\n(.*?)```", section, flags=re.S)[1]
+    section = text[text.index(heading):]
+    section = section[:section.index("\n## ")]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+
+
+def readme_plugin() -> str:
+    return python_blocks("### 1. Try a new input mode")[0]
+
+
+def test_readme_test_file_passes(tmp_path):
+    """The walk-through's plug-ins and their test file, written out and run by pytest."""
+    loss, test_file = python_blocks("### 3. Test it")
+    (tmp_path / "gated.py").write_text(readme_plugin())
+    (tmp_path / "overlap.py").write_text(loss)
+    (tmp_path / "test_overlap.py").write_text(test_file)
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "test_overlap.py"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 passed" in done.stdout
 
 
 def test_readme_plugin_checks_and_validates_its_options(tmp_path, monkeypatch, capsys):

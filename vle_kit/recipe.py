@@ -65,19 +65,29 @@ def read_toml(path: Path) -> dict:
 
 def load_recipe(path: str | Path, overrides: typing.Iterable[str] = (),
                 plugins: typing.Iterable[str] = ()) -> tuple[Recipe, Registry]:
-    """Read, override and validate a recipe; load the plug-ins it and `plugins` name."""
+    """Read, override and validate a recipe; load the plug-ins it and `plugins` name.
+
+    The plug-ins from both places end up in `recipe.plugins` (files as absolute paths), so the
+    resolved recipe a run saves loads them again on `--resume`."""
     path = Path(path)
     table = read_toml(path)
     apply_overrides(table, overrides)
-    modules = [load_module(p) for p in plugins]
-    problems = []
-    listed = table.get("recipe", {}).get("plugins", []) if isinstance(table.get("recipe"),
-                                                                        dict) else []
-    for i, spec in enumerate(listed if isinstance(listed, list) else []):
+    meta = table.get("recipe", {})
+    listed = meta.get("plugins", []) if isinstance(meta, dict) else []
+    specs = [(f"recipe.plugins[{i}]", str(spec), path.parent.resolve())
+             for i, spec in enumerate(listed if isinstance(listed, list) else [])]
+    specs += [("-p", spec, None) for spec in plugins]
+    problems, modules, names = [], [], []
+    for where, spec, base in specs:
         try:
-            modules.append(load_module(str(spec), base=path.parent.resolve()))
+            module = load_module(spec, base)
         except PluginError as e:
-            problems.append(f"recipe.plugins[{i}]: {e}")
+            problems.append(f"{where}: {e}")
+            continue
+        modules.append(module)
+        names.append(module.__file__ if spec.endswith(".py") else spec)
+    if isinstance(meta, dict) and names:
+        table["recipe"] = {**meta, "plugins": list(dict.fromkeys(names))}
     try:
         registry = load_registry(modules)
     except PluginError as e:

@@ -78,3 +78,22 @@ def binary_stacks(**kw) -> st.SearchStrategy[torch.Tensor]:
 def partitions(**kw) -> st.SearchStrategy[torch.Tensor]:
     """Disjoint masks that together cover every pixel."""
     return mask_stacks(kinds=("partition",), **kw)
+
+
+@st.composite
+def states(draw, batch=(1, 3), channels=3, size=(2, 8), k=(1, 4)):
+    """Engine states as a composer, saliency head or combiner sees them mid-loop: a step of k
+    with a reconstruction and the masks of the earlier steps."""
+    from vle_kit.interfaces import State
+
+    b, s = draw(st.integers(*batch)), draw(st.integers(*size))
+    total = draw(st.integers(*k))
+    state = State.start(draw(images(batch=(b, b), channels=channels, size=(s, s))), total,
+                        progress=draw(_floats(0, 1)))
+    state.step = draw(st.integers(0, total - 1))
+    state.recon = draw(images(batch=(b, b), channels=channels, size=(s, s)))
+    if state.step:
+        masks = draw(mask_stacks(batch=(b, b), k=(state.step, state.step), size=(s, s)))
+        state.masks = list(masks.unbind(1))
+        state.mask_sum = masks.sum(1).clamp(0, 1)
+    return state

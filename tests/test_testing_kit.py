@@ -1,0 +1,78 @@
+"""vle_kit.testing: an outside plug-in passes in one call; broken ones are caught and named."""
+
+import pytest
+from hypothesis import given
+
+from vle_kit.interfaces import Composer, MaskLoss, ModelSpec
+from vle_kit.testing import check_mask_loss, check_model_part
+from vle_kit.testing.strategies import binary_stacks, mask_stacks, states
+
+
+class OverlapLoss(MaskLoss):
+    """An outside-style mask loss: mean pairwise overlap of the masks."""
+
+    def forward(self, masks):
+        total = masks.sum(1)
+        return ((total.pow(2) - masks.pow(2).sum(1)) / 2).mean()
+
+
+class NaNAtZeroLoss(MaskLoss):
+    def forward(self, masks):
+        return (masks / masks.sum()).mean()  # 0 / 0 on all-zero masks
+
+
+class NegativeLoss(MaskLoss):
+    def forward(self, masks):
+        return masks.mean() - 0.5
+
+
+class OrderDependentLoss(MaskLoss):
+    def forward(self, masks):
+        return masks[0].mean()
+
+
+def test_an_outside_mask_loss_passes_in_one_call():
+    check_mask_loss(OverlapLoss, zero_at=mask_stacks(k=(1, 1)))
+
+
+@pytest.mark.parametrize("loss,property_name", [
+    (NaNAtZeroLoss, "finite_and_non_negative"),
+    (NegativeLoss, "finite_and_non_negative"),
+    (OrderDependentLoss, "independent_of_batch_order"),
+])
+def test_a_broken_mask_loss_is_caught_and_named(loss, property_name):
+    with pytest.raises(AssertionError, match=f"{loss.__name__}: property {property_name} failed"):
+        check_mask_loss(loss)
+
+
+def test_a_wrong_ideal_is_caught():
+    with pytest.raises(AssertionError, match="zero_at_its_ideal"):
+        check_mask_loss(OverlapLoss, zero_at=binary_stacks(k=(2, 3)))
+
+
+class ClampedResidual(Composer):
+    def forward(self, x, state):
+        return (x - state.recon).clamp(-1, 1)
+
+
+class ShapeBreakingComposer(Composer):
+    def forward(self, x, state):
+        return x[:, :, ::2, ::2]
+
+
+def test_an_outside_composer_passes_the_contract():
+    check_model_part("composer", ClampedResidual)
+
+
+def test_a_composer_with_the_wrong_shape_fails_the_contract():
+    with pytest.raises(Exception):
+        check_model_part("composer", ShapeBreakingComposer)
+
+
+@given(states())
+def test_states_are_consistent(state):
+    assert state.recon.shape == state.x.shape
+    assert len(state.masks) == state.step
+    assert ((state.mask_sum >= 0) & (state.mask_sum <= 1)).all()
+    spec = ModelSpec(image_channels=3, width=16, tokens_max=4)
+    assert ClampedResidual(None, spec)(state.x, state).abs().max() <= 1
