@@ -30,6 +30,14 @@ def save(state: dict, path: Path) -> None:
         raise
 
 
+def clean_temporary(folder: Path) -> list[Path]:
+    """Remove what a killed save left behind (SIGKILL skips every cleanup handler)."""
+    leftovers = sorted(folder.glob(".*.tmp")) if folder.is_dir() else []
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    return leftovers
+
+
 def load(path: Path, map_location: str | torch.device = "cpu") -> dict:
     """Read a checkpoint without running any code from it; one-line errors for bad files."""
     try:

@@ -22,6 +22,8 @@ def parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train a recipe, then evaluate it")
     run.add_argument("recipe", nargs="?", type=Path, help="the recipe (TOML)")
     run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a stopped run")
+    run.add_argument("--allow-changes", action="store_true",
+                     help="let --resume take --set changes of steps, lr and logging keys")
     run.add_argument("--runs", type=Path, default=Path("runs"), help="where runs go (runs/)")
     _recipe_args(run)
     check = sub.add_parser("check", help="validate a recipe without training")
@@ -41,15 +43,14 @@ def cmd_run(args) -> int:
     if (args.recipe is None) == (args.resume is None):
         raise VleKitError("give a recipe to start a run, or --resume RUN_DIR, not both")
     if args.resume:
-        if args.overrides:
-            raise VleKitError("--set cannot change a run being resumed")
         run = RunDir.existing(args.resume)
-        recipe, registry = load_recipe(run.recipe, plugins=args.plugins)
+        recipe, registry = load_recipe(run.recipe, args.overrides, args.plugins)
     else:
         recipe, registry = load_recipe(args.recipe, args.overrides, args.plugins)
         run = RunDir.create(args.runs, recipe.recipe.name)
     print(f"run directory: {run.path}", flush=True)
-    result = train(recipe, registry, run, resume=args.resume is not None)
+    result = train(recipe, registry, run, resume=args.resume is not None,
+                   allow_changes=args.allow_changes)
     rows = zip(result["tokens"], result["vle"]["mse"], result["vle"]["psnr"], result["pca"]["mse"])
     print("tokens  test MSE  PSNR dB  PCA MSE")
     for k, mse, db, pca in rows:

@@ -88,6 +88,10 @@ class TrainConfig:
     log_every: int = attrs.field(default=25, validator=v.ge(1))
     checkpoint_every: int = attrs.field(default=250, validator=v.ge(1))
     grid_images: int = attrs.field(default=8, validator=v.ge(1))  # rows of the final image grid
+    keep: int = attrs.field(default=3, validator=v.ge(1))  # step checkpoints kept besides last/best
+    eval_images: int = attrs.field(default=200, validator=v.ge(1))  # test images scored per save
+    on_nan: str = attrs.field(default="stop", validator=v.in_(("stop", "skip")))  # bad loss
+    deterministic: bool = False  # deterministic kernels (GPU); CPU runs are exact regardless
 
 
 @attrs.frozen(kw_only=True)

@@ -3,7 +3,8 @@
 A mask is a scaled tanh of the head's logits (notes, Apr 28: clamping is necessary), rescaled
 to (0, 1); its scale can be annealed over training; it can be rounded with a straight-through
 gradient; and with `scope` it is taken from what earlier masks left (MONet's stick-breaking), so
-the running sum never passes 1.
+the running sum never passes 1, and the last of the K tokens takes all that is left, so the K
+masks always cover the image.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ class MaskConfig:
     sharpness: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))  # tanh scale
     anneal_from: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))  # 0 = off
     straight_through: bool = False  # round to 0/1 going forward, identity gradient going back
-    scope: bool = True  # a mask only claims what earlier masks left: (1 - mask_sum) * m
+    scope: bool = True  # a mask only claims what earlier ones left; the last takes the rest
 
 
 def logits_to_mask(logits: Tensor, state: State, cfg: MaskConfig) -> Tensor:
     """(B, 1, H, W) logits -> mask in [0, 1 - mask_sum] (or [0, 1] without scope)."""
+    if cfg.scope and state.step == state.k - 1:
+        return 1 - state.mask_sum
     scale = cfg.sharpness
     if cfg.anneal_from:
         scale = cfg.anneal_from + (cfg.sharpness - cfg.anneal_from) * state.progress

@@ -15,7 +15,7 @@ import pluggy
 
 from vle_kit import hookspecs
 from vle_kit.errors import PluginError
-from vle_kit.interfaces import NoOptions
+from vle_kit.interfaces import DataConfig, MaskLossConfig, NoOptions
 
 # slot name (as recipes and messages say it) -> the hook that fills it
 SLOTS = {
@@ -132,6 +132,23 @@ def plugin_manager(extra: Iterable[object] = ()) -> pluggy.PluginManager:
     return pm
 
 
+# slots whose options must include shared keys, and the attrs class that holds them
+SHARED_OPTIONS = {"dataset": DataConfig, "mask_loss": MaskLossConfig}
+
+
+def _check_factory(slot: str, name: str, factory: object, plugin: str) -> None:
+    config = getattr(factory, "Config", NoOptions)
+    problem = None
+    if not isinstance(factory, type):
+        problem = f"registers {factory!r}, not a class"
+    elif not attrs.has(config):
+        problem = f"has a Config that is not an attrs class: {config!r}"
+    elif slot in SHARED_OPTIONS and not issubclass(config, SHARED_OPTIONS[slot]):
+        problem = f"has a Config that does not subclass {SHARED_OPTIONS[slot].__name__}"
+    if problem:
+        raise PluginError(f"{slot} {name!r} from {plugin} {problem}")
+
+
 def load_registry(extra: Iterable[object] = ()) -> Registry:
     """Call every plug-in's hooks and collect what they register, refusing duplicate names."""
     from vle_kit import __version__
@@ -144,6 +161,7 @@ def load_registry(extra: Iterable[object] = ()) -> Registry:
         for impl in getattr(pm.hook, hook).get_hookimpls():
 
             def register(name: str, factory: type, *, _slot=slot, _plugin=impl.plugin_name):
+                _check_factory(_slot, name, factory, _plugin)
                 taken = components[_slot].get(name)
                 if taken is not None:
                     raise PluginError(f"{_slot} {name!r} is registered twice: by {taken.plugin} "

@@ -243,5 +243,26 @@ def to_table(obj: object) -> dict:
     return table
 
 
+def flat(table: dict, prefix: str = "") -> dict[str, object]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists of tables get their index: "mask_loss[0].weight"."""
+    out = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flat(value, name + "."))
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            for i, item in enumerate(value):
+                out.update(flat(item, f"{name}[{i}]."))
+        else:
+            out[name] = value
+    return out
+
+
+def differences(old: Recipe, new: Recipe) -> dict[str, tuple[object, object]]:
+    """Dotted key -> (old value, new value) for every key the two recipes disagree on."""
+    a, b = flat(to_table(old)), flat(to_table(new))
+    return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)}
+
+
 def dump_recipe(recipe: Recipe) -> str:
     return tomli_w.dumps(to_table(recipe))

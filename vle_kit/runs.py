@@ -41,7 +41,12 @@ class RunDir:
 
     recipe = property(lambda self: self.path / "recipe.toml")
     metrics = property(lambda self: self.path / "metrics.jsonl")
+    checkpoints = property(lambda self: self.path / "checkpoints")
     checkpoint = property(lambda self: self.path / "checkpoints" / "last.pt")
+    best = property(lambda self: self.path / "checkpoints" / "best.pt")
+
+    def step_checkpoint(self, step: int) -> Path:
+        return self.checkpoints / f"step_{step:07d}.pt"
     eval_json = property(lambda self: self.path / "eval.json")
     curve_png = property(lambda self: self.path / "curve.png")
     grid_png = property(lambda self: self.path / "grid.png")

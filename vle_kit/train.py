@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import math
+import os
 import signal
 import time
+import tomllib
 from contextlib import contextmanager
-from pathlib import Path
 
-import attrs
 import torch
 from tqdm import tqdm
 
 from vle_kit import checkpoint
 from vle_kit.config import Recipe
 from vle_kit.errors import VleKitError
-from vle_kit.evaluate import (evaluate, to_signed, write_curve_plot, write_grid, write_json,
-                              write_mask_grid)
+from vle_kit.evaluate import (encode_all, evaluate, to_signed, write_curve_plot, write_grid,
+                              write_json, write_mask_grid)
 from vle_kit.interfaces import ModelSpec
 from vle_kit.model import VLE
 from vle_kit.plugins import Registry
-from vle_kit.recipe import dump_recipe
+from vle_kit.recipe import differences, dump_recipe, validate
 from vle_kit.runs import MetricsLog, RunDir
 
 
@@ -57,13 +57,22 @@ def learning_rate(step: int, cfg) -> float:
     return cfg.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
 
 
+# Keys a resumed run may change with --allow-changes: none alters what was already trained.
+SAFE_TO_CHANGE = frozenset({"train.steps", "train.lr", "train.log_every", "train.checkpoint_every",
+                            "train.keep", "train.eval_images", "train.grid_images",
+                            "train.on_nan"})
+
+
 class Trainer:
     """Everything a run needs between steps; its `state()` is the whole checkpoint."""
 
     def __init__(self, recipe: Recipe, registry: Registry, run: RunDir):
-        self.recipe, self.run = recipe, run
+        self.recipe, self.registry, self.run = recipe, registry, run
         cfg = recipe.train
         self.device = select_device(cfg.device)
+        if cfg.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
         torch.manual_seed(cfg.seed)
         dataset = registry.get("dataset", recipe.data.use).factory(recipe.data.config)
         self.train_set, self.test_set = dataset.load("train"), dataset.load("test")
@@ -74,24 +83,54 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=0.0)
         self.sampler = torch.Generator().manual_seed(cfg.seed)  # draws K and the batches
         self.step = 0
+        self.best = math.inf  # lowest test MSE seen at a checkpoint
 
     def state(self) -> dict:
-        return {"step": self.step, "recipe": dump_recipe(self.recipe),
+        return {"step": self.step, "best": self.best, "recipe": dump_recipe(self.recipe),
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "sampler": self.sampler.get_state(), "torch_rng": torch.get_rng_state()}
 
-    def restore(self, state: dict) -> None:
-        if state["recipe"] != dump_recipe(self.recipe):
-            raise VleKitError(f"{self.run.checkpoint}: was written by another recipe than "
-                              f"{self.run.recipe}")
+    def restore(self, state: dict, allow_changes: bool = False) -> None:
+        where = self.run.checkpoint
+        saved = validate(tomllib.loads(state["recipe"]), self.registry, f"{where} (its recipe)")
+        changed = differences(saved, self.recipe)
+        listing = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in
+                            ((k, *v) for k, v in changed.items()))
+        if any(k not in SAFE_TO_CHANGE for k in changed):
+            raise VleKitError(f"{where}: was written by a different recipe ({listing}); only "
+                              f"{', '.join(sorted(SAFE_TO_CHANGE))} may change on resume")
+        if changed and not allow_changes:
+            raise VleKitError(f"{where}: the recipe changed ({listing}); pass --allow-changes "
+                              f"to resume with it")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.sampler.set_state(state["sampler"])
         torch.set_rng_state(state["torch_rng"])
-        self.step = state["step"]
+        self.step, self.best = state["step"], state["best"]
 
-    def save(self) -> None:
-        checkpoint.save(self.state(), self.run.checkpoint)
+    def test_mse(self) -> float:
+        """Test MSE after tokens.max tokens on the first train.eval_images test images."""
+        images = self.test_set.images[:self.recipe.train.eval_images]
+        return encode_all(self.model, images, self.recipe.tokens.max, self.device)[0][:, -1] \
+            .mean().item()
+
+    def save(self, score: bool = True) -> dict:
+        """Write last.pt; on a scheduled save also a numbered copy (keeping train.keep) and,
+        when the test MSE is the lowest so far, best.pt. Returns what it measured."""
+        measured = {}
+        if score:
+            measured["test_mse"] = mse = self.test_mse()
+            improved = mse < self.best
+            self.best = min(self.best, mse)
+        state = self.state()
+        checkpoint.save(state, self.run.checkpoint)
+        if score:
+            checkpoint.save(state, self.run.step_checkpoint(self.step))
+            for old in sorted(self.run.checkpoints.glob("step_*.pt"))[:-self.recipe.train.keep]:
+                old.unlink()
+            if improved:
+                checkpoint.save(state, self.run.best)
+        return measured
 
     def train_step(self) -> dict[str, float]:
         cfg, tokens = self.recipe.train, self.recipe.tokens
@@ -109,8 +148,12 @@ class Trainer:
             loss = loss + mcfg.weight * ramp * value
         if not torch.isfinite(loss):
             bad = ", ".join(f"{n}={v.item():.4g}" for n, v in terms.items())
-            raise VleKitError(f"step {self.step}: the loss is {loss.item()} ({bad}); "
-                              f"the last good checkpoint is {self.run.checkpoint}")
+            if cfg.on_nan == "skip":
+                self.step += 1
+                return {"k": k, "skipped": f"loss {loss.item()} ({bad})"}
+            raise VleKitError(f"step {self.step + 1}: the loss is {loss.item()} ({bad}); the last "
+                              f"good checkpoint is {self.run.checkpoint} (train.on_nan = "
+                              f"'skip' would skip such batches)")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
@@ -154,13 +197,14 @@ def stop_requests():
             signal.signal(s, h)
 
 
-def train(recipe: Recipe, registry: Registry, run: RunDir, resume: bool = False) -> dict:
+def train(recipe: Recipe, registry: Registry, run: RunDir, resume: bool = False,
+          allow_changes: bool = False) -> dict:
     """Train (or continue) a run to recipe.train.steps, then evaluate it. Returns eval.json."""
+    checkpoint.clean_temporary(run.checkpoints)
     trainer = Trainer(recipe, registry, run)
     if resume:
-        trainer.restore(checkpoint.load(run.checkpoint))
-    else:
-        run.recipe.write_text(dump_recipe(recipe))
+        trainer.restore(checkpoint.load(run.checkpoint), allow_changes)
+    run.recipe.write_text(dump_recipe(recipe))
     cfg = recipe.train
     log = MetricsLog(run.metrics, resume_step=trainer.step if resume else None)
     bar = tqdm(total=cfg.steps, initial=trainer.step, desc=recipe.recipe.name, disable=None,
@@ -171,15 +215,16 @@ def train(recipe: Recipe, registry: Registry, run: RunDir, resume: bool = False)
             while trainer.step < cfg.steps:
                 row = trainer.train_step()
                 bar.update(1)
-                if trainer.step % cfg.log_every == 0 or trainer.step == cfg.steps:
-                    log.write({"step": trainer.step, **row, "lr": learning_rate(trainer.step - 1, cfg),
+                step = trainer.step
+                if step % cfg.log_every == 0 or step == cfg.steps or "skipped" in row:
+                    log.write({"step": step, **row, "lr": learning_rate(step - 1, cfg),
                                "seconds": round(time.perf_counter() - started, 3)})
-                    bar.set_postfix(loss=f"{row['loss']:.4f}")
-                if trainer.step % cfg.checkpoint_every == 0 or trainer.step == cfg.steps:
-                    trainer.save()
+                    bar.set_postfix(loss=f"{row.get('loss', math.nan):.4f}")
+                if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                    log.write({"step": step, **trainer.save()})
                 if stop["signal"]:
-                    trainer.save()
-                    raise Interrupted(f"{stop['signal']} at step {trainer.step}: checkpoint saved "
+                    trainer.save(score=False)
+                    raise Interrupted(f"{stop['signal']} at step {step}: checkpoint saved "
                                       f"to {run.checkpoint}; continue with "
                                       f"`vle-kit run --resume {run.path}`")
     finally:
