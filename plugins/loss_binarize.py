@@ -6,7 +6,7 @@ from vle_kit.interfaces import MaskLoss
 
 
 class BinarizeLoss(MaskLoss):
-    def forward(self, masks):
+    def forward(self, masks, images):
         m = masks.clamp(0, 1)
         return (4 * m * (1 - m)).mean()
 

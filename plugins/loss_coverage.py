@@ -5,7 +5,7 @@ from vle_kit.interfaces import MaskLoss
 
 
 class CoverageLoss(MaskLoss):
-    def forward(self, masks):
+    def forward(self, masks, images):
         return (1 - masks.clamp(0, 1).sum(1).clamp(max=1)).mean()
 
 

@@ -30,7 +30,7 @@ class ExpDifferenceLoss(MaskLoss):
             return squared.mean(2)
         return squared.sum(2) / (a + b).flatten(2).sum(2).clamp_min(1.0)
 
-    def forward(self, masks):
+    def forward(self, masks, images):
         if masks.shape[1] < 2:
             return masks.sum() * 0
         m = masks.clamp(0, 1)

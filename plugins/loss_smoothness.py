@@ -5,7 +5,7 @@ from vle_kit.interfaces import MaskLoss
 
 
 class SmoothnessLoss(MaskLoss):
-    def forward(self, masks):
+    def forward(self, masks, images):
         m = masks.clamp(0, 1)
         dy = (m[..., 1:, :] - m[..., :-1, :]).abs().mean()
         dx = (m[..., :, 1:] - m[..., :, :-1]).abs().mean()

@@ -2,6 +2,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from vle_kit.testing import register_profiles
 
 os.environ["VLE_KIT_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # only the plug-ins a test asks for

@@ -8,10 +8,9 @@ import time
 
 import pytest
 import torch
+from conftest import TINY
 
 from vle_kit import checkpoint
-
-from conftest import TINY
 
 pytestmark = pytest.mark.slow
 

@@ -2,12 +2,11 @@
 
 import pytest
 import torch
+from conftest import TINY
 
 from vle_kit.plugins import load_registry
 from vle_kit.recipe import load_recipe
 from vle_kit.testing.suites import MODEL_SLOTS, check_model_part
-
-from conftest import TINY
 
 REGISTRY = load_registry()
 

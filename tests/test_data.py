@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-
-from vle_kit.errors import VleKitError
 from vle_kit_plugins.data_image_folder import ImageFolderConfig, ImageFolderDataset
 from vle_kit_plugins.data_shapes import COLOURS, ShapesConfig, ShapesDataset
+
+from vle_kit.errors import VleKitError
 
 
 def shapes(**options):

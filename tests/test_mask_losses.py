@@ -4,26 +4,32 @@ the collapse test of the notebook (Apr 4)."""
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT
 from hypothesis import given
 from hypothesis import strategies as st
-
-from vle_kit.interfaces import State
-from vle_kit.masks import MaskConfig, logits_to_mask
-from vle_kit.plugins import load_registry
-from vle_kit.recipe import load_recipe
-from vle_kit.testing import check_mask_loss
-from vle_kit.testing.strategies import binary_stacks, logits, mask_stacks, partitions
 from vle_kit_plugins.data_shapes import ShapesConfig, ShapesDataset
 from vle_kit_plugins.loss_binarize import BinarizeLoss
 from vle_kit_plugins.loss_coverage import CoverageLoss
 from vle_kit_plugins.loss_exp_difference import ExpDifferenceConfig, ExpDifferenceLoss
 from vle_kit_plugins.loss_smoothness import SmoothnessLoss
 
-from conftest import ROOT
+from vle_kit.interfaces import State
+from vle_kit.masks import MaskConfig, logits_to_mask
+from vle_kit.plugins import load_registry
+from vle_kit.recipe import load_recipe
+from vle_kit.testing import check_mask_loss
+from vle_kit.testing.strategies import (
+    binary_stacks,
+    logits,
+    mask_stacks,
+    painted_partitions,
+    partitions,
+)
 
 REGISTRY = load_registry()
 ZERO_AT = {"binarize": binary_stacks(), "coverage": partitions(),
-           "smoothness": mask_stacks(kinds=("zeros", "ones", "collapse"))}
+           "smoothness": mask_stacks(kinds=("zeros", "ones", "collapse")),
+           "piecewise_constant": painted_partitions()}
 
 
 @pytest.mark.parametrize("name", REGISTRY.names("mask_loss"))
@@ -38,7 +44,7 @@ def test_exp_difference_notebook_form_passes_the_suite():
 @given(mask_stacks(kinds=("uniform",)))
 def test_binarize_gradient_pushes_towards_zero_or_one(masks):
     masks = masks.clone().requires_grad_(True)
-    BinarizeLoss(BinarizeLoss.Config())(masks).backward()
+    BinarizeLoss(BinarizeLoss.Config())(masks, None).backward()
     below, above = masks.detach() < 0.5, masks.detach() > 0.5
     assert (masks.grad[below] >= 0).all() and (masks.grad[above] <= 0).all()
 
@@ -46,13 +52,13 @@ def test_binarize_gradient_pushes_towards_zero_or_one(masks):
 @given(mask_stacks())
 def test_coverage_never_rises_when_a_mask_grows(masks):
     masks = masks.clone().requires_grad_(True)
-    CoverageLoss(CoverageLoss.Config())(masks).backward()
+    CoverageLoss(CoverageLoss.Config())(masks, None).backward()
     assert (masks.grad <= 0).all()
 
 
 def test_smoothness_is_positive_on_a_checkerboard():
     board = (torch.arange(8)[:, None] + torch.arange(8)[None, :]) % 2
-    assert SmoothnessLoss(SmoothnessLoss.Config())(board.float()[None, None, None]) > 0.9
+    assert SmoothnessLoss(SmoothnessLoss.Config())(board.float()[None, None, None], None) > 0.9
 
 
 @pytest.mark.parametrize("normalize", ["area", "image"])
@@ -62,7 +68,7 @@ def test_exp_difference_falls_as_a_mask_moves_away_from_the_previous(normalize, 
     first = masks[:, :1]
     same = torch.cat([first, first], 1)
     apart = torch.cat([first, (first + step * (1 - 2 * first.round())).clamp(0, 1)], 1)
-    assert loss(apart) <= loss(same) + 1e-6
+    assert loss(apart, None) <= loss(same, None) + 1e-6
 
 
 @given(st.integers(1, 3), st.integers(1, 4), st.integers(2, 6), st.data())
@@ -78,28 +84,29 @@ def test_masks_never_claim_more_than_is_left(batch, k, size, data):
 
 
 def scenes(count=60):
+    """(true partition, collapse pattern, image) for generated scenes, one image each."""
     data = ShapesDataset(ShapesConfig(size=32, train=count, test=1)).load("train")
-    for objects in data.objects:
+    for image, objects in zip(data.images, data.objects):
         n = int(objects.max()) + 1  # background + objects
         truth = (objects[None] == torch.arange(n)[:, None, None]).float()
         collapse = (torch.arange(n) % 2 == 0).float()[:, None, None].expand(n, 32, 32)
-        yield truth[None, :, None], collapse[None, :, None]
+        yield truth[None, :, None], collapse[None, :, None], image[None].float() / 127.5 - 1
 
 
-def weighted_mask_loss(recipe_path, masks):
+def weighted_mask_loss(recipe_path, masks, images):
     recipe, registry = load_recipe(recipe_path)
     total = 0.0
     for choice in recipe.mask_loss:
         total += choice.config.weight * registry.get("mask_loss", choice.use).factory(
-            choice.config)(masks).item()
+            choice.config)(masks, images).item()
     return total
 
 
 @pytest.mark.parametrize("recipe", ["inherent.toml", "saliency.toml", "constructor.toml"])
 def test_mask_losses_of_the_recipes_score_the_collapse_worse_than_the_truth(recipe):
     path = ROOT / "recipes" / recipe
-    for truth, collapse in scenes():
-        assert weighted_mask_loss(path, collapse) > weighted_mask_loss(path, truth)
+    for truth, collapse, image in scenes():
+        assert weighted_mask_loss(path, collapse, image) > weighted_mask_loss(path, truth, image)
 
 
 def test_the_notebook_form_alone_prefers_the_collapse_on_small_objects():
@@ -107,5 +114,5 @@ def test_the_notebook_form_alone_prefers_the_collapse_on_small_objects():
     look almost alike, so the notebook's e^(-5 d) alone scores the collapse better on a large
     share of scenes (45% of these 60)."""
     loss = ExpDifferenceLoss(ExpDifferenceConfig(normalize="image"))
-    prefers_collapse = [loss(c) < loss(t) for t, c in scenes()]
+    prefers_collapse = [loss(c, x) < loss(t, x) for t, c, x in scenes()]
     assert np.mean(prefers_collapse) > 0.2

@@ -1,11 +1,10 @@
 """The engine: the loop's outputs, and what the combiner and conditioning promise."""
 
 import torch
+from conftest import TINY
 
 from vle_kit.recipe import load_recipe
 from vle_kit.train import build_model, learning_rate
-
-from conftest import TINY
 
 
 def tiny_model(vanilla, *overrides):

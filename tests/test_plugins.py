@@ -2,19 +2,18 @@
 
 import subprocess
 import sys
-import textwrap
 
 import pytest
+from conftest import TINY
+
 from vle_kit import hookimpl
 from vle_kit.cli import main
 from vle_kit.errors import PluginError, RecipeError
 from vle_kit.interfaces import Composer
 from vle_kit.plugins import load_registry
-from vle_kit.recipe import load_recipe, read_toml, apply_overrides, validate
+from vle_kit.recipe import apply_overrides, load_recipe, read_toml, validate
 from vle_kit.runs import RunDir
 from vle_kit.train import train
-
-from conftest import TINY
 
 
 class DoubledResidual(Composer):

@@ -4,9 +4,9 @@ import re
 import subprocess
 import sys
 
-from vle_kit.cli import main
-
 from conftest import ROOT
+
+from vle_kit.cli import main
 
 
 def python_blocks(heading: str) -> list[str]:

@@ -1,14 +1,13 @@
 """Recipes: every shipped one is valid; every kind of mistake gets one clear line and exit 2."""
 
 import pytest
+from conftest import RECIPES
 
 from vle_kit.cli import main
 from vle_kit.config import Recipe
 from vle_kit.errors import RecipeError
-from vle_kit.recipe import load_recipe, to_table, validate
 from vle_kit.plugins import load_registry
-
-from conftest import RECIPES
+from vle_kit.recipe import load_recipe, to_table, validate
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)

@@ -7,16 +7,15 @@ import time
 
 import pytest
 import tomli_w
+from conftest import TINY
 from hypothesis import given
 from hypothesis import strategies as st
+from test_cli import only_run, sets, vle_kit
 
 from vle_kit import checkpoint
 from vle_kit.errors import RecipeError
 from vle_kit.plugins import load_registry
 from vle_kit.recipe import load_recipe, validate
-
-from conftest import TINY
-from test_cli import only_run, sets, vle_kit
 
 slow = pytest.mark.slow
 
@@ -35,7 +34,11 @@ def wait_for_rows(root, rows, proc, timeout=120):
 def test_sigterm_and_a_second_sigint_save_and_exit_nonzero(vanilla, tmp_path):
     proc = vle_kit("run", str(vanilla), "--runs", str(tmp_path),
                    *sets(*TINY, "train.steps=100000"))
-    wait_for_rows(tmp_path, 5, proc)
+    try:
+        wait_for_rows(tmp_path, 5, proc)
+    except AssertionError:
+        proc.kill()
+        raise
     proc.send_signal(signal.SIGTERM)
     proc.send_signal(signal.SIGINT)  # a second request while the first is being served
     out, err = proc.communicate(timeout=120)
@@ -50,20 +53,22 @@ def test_sigterm_and_a_second_sigint_save_and_exit_nonzero(vanilla, tmp_path):
 def test_kill_9_at_any_moment_leaves_a_loadable_checkpoint(vanilla, tmp_path):
     args = sets(*TINY, "train.steps=100000", "train.checkpoint_every=1", "train.log_every=1")
     proc = vle_kit("run", str(vanilla), "--runs", str(tmp_path), *args)
-    wait_for_rows(tmp_path, 3, proc)
-    run = only_run(tmp_path)
-    steps = []
-    for delay in (0.0, 0.13, 0.29, 0.41):
-        time.sleep(delay)
+    try:
+        wait_for_rows(tmp_path, 3, proc)
+        run = only_run(tmp_path)
+        steps = []
+        for delay in (0.0, 0.13, 0.29, 0.41):
+            time.sleep(delay)
+            proc.kill()
+            proc.wait()
+            steps.append(checkpoint.load(run / "checkpoints" / "last.pt")["step"])
+            left = set((run / "checkpoints").glob(".*.tmp"))
+            proc = vle_kit("run", "--resume", str(run))
+            wait_for_rows(tmp_path, steps[-1] + 2, proc)
+            assert not left & set((run / "checkpoints").glob(".*.tmp")), "leftovers are removed"
+    finally:
         proc.kill()
         proc.wait()
-        steps.append(checkpoint.load(run / "checkpoints" / "last.pt")["step"])
-        left = set((run / "checkpoints").glob(".*.tmp"))
-        proc = vle_kit("run", "--resume", str(run))
-        wait_for_rows(tmp_path, steps[-1] + 2, proc)
-        assert not left & set((run / "checkpoints").glob(".*.tmp")), "leftovers are removed"
-    proc.kill()
-    proc.wait()
     assert steps == sorted(steps)
 
 

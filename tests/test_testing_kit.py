@@ -11,23 +11,23 @@ from vle_kit.testing.strategies import binary_stacks, mask_stacks, states
 class OverlapLoss(MaskLoss):
     """An outside-style mask loss: mean pairwise overlap of the masks."""
 
-    def forward(self, masks):
+    def forward(self, masks, images):
         total = masks.sum(1)
         return ((total.pow(2) - masks.pow(2).sum(1)) / 2).mean()
 
 
 class NaNAtZeroLoss(MaskLoss):
-    def forward(self, masks):
+    def forward(self, masks, images):
         return (masks / masks.sum()).mean()  # 0 / 0 on all-zero masks
 
 
 class NegativeLoss(MaskLoss):
-    def forward(self, masks):
+    def forward(self, masks, images):
         return masks.mean() - 0.5
 
 
 class OrderDependentLoss(MaskLoss):
-    def forward(self, masks):
+    def forward(self, masks, images):
         return masks[0].mean()
 
 

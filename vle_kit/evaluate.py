@@ -5,16 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
+import torch
+from matplotlib.figure import Figure  # the object API: no GUI backend, nothing left open
+from torchvision.utils import save_image
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torchvision.utils import save_image  # noqa: E402
-
-from vle_kit.decomposition import collapse_share, count_accuracy, fg_ari  # noqa: E402
-from vle_kit.interfaces import ImageSet  # noqa: E402
-from vle_kit.model import VLE  # noqa: E402
+from vle_kit.decomposition import collapse_share, count_accuracy, fg_ari
+from vle_kit.interfaces import ImageSet
+from vle_kit.model import VLE
 
 PEAK = 2.0  # images live in [-1, 1]
 
@@ -83,7 +80,8 @@ def evaluate(model: VLE, train_images: torch.Tensor, test: ImageSet, *, k_max: i
 
 
 def write_curve_plot(result: dict, title: str, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     k = result["tokens"]
     ax.plot(k, result["vle"]["mse"], "o-", label="VLE, first k of K tokens")
     ax.plot(k, result["vle_asked_k"]["mse"], "s--", label="VLE, asked for k tokens")
@@ -96,7 +94,6 @@ def write_curve_plot(result: dict, title: str, path: Path) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 @torch.no_grad()

@@ -34,7 +34,7 @@ def register_combiners(register):
 
 @hookspec
 def register_mask_losses(register):
-    """Mask losses: penalties on the stack of masks (B, K, 1, H, W)."""
+    """Mask losses: penalties on the stack of masks (B, K, 1, H, W) and the images."""
 
 
 @hookspec

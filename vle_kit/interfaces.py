@@ -109,7 +109,8 @@ class MaskLossConfig:
 
 
 class MaskLoss(nn.Module):
-    """A penalty on the stack of masks (B, K, 1, H, W); returns a scalar."""
+    """A penalty on the stack of masks (B, K, 1, H, W), which may look at the images
+    (B, C, H, W) in [-1, 1] the masks were made for; returns a scalar."""
 
     Config: ClassVar[type] = MaskLossConfig
 
@@ -117,7 +118,7 @@ class MaskLoss(nn.Module):
         super().__init__()
         self.cfg = cfg
 
-    def forward(self, masks: Tensor) -> Tensor:
+    def forward(self, masks: Tensor, images: Tensor) -> Tensor:
         raise NotImplementedError
 
 
@@ -128,7 +129,7 @@ class DataConfig:
     size: int = attrs.field(default=32, validator=attrs.validators.ge(8))  # images are size x size
     train: int = attrs.field(default=20000, validator=attrs.validators.ge(1))  # training images
     test: int = attrs.field(default=1000, validator=attrs.validators.ge(1))  # held-out images
-    seed: int = attrs.field(default=0, validator=attrs.validators.ge(0))  # which images (not train.seed)
+    seed: int = attrs.field(default=0, validator=attrs.validators.ge(0))  # not train.seed
 
 
 @attrs.frozen

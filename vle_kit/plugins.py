@@ -45,6 +45,7 @@ DEFAULT_PLUGINS = (
     "vle_kit_plugins.loss_exp_difference",
     "vle_kit_plugins.loss_smoothness",
     "vle_kit_plugins.loss_coverage",
+    "vle_kit_plugins.loss_piecewise_constant",
     "vle_kit_plugins.data_shapes",
     "vle_kit_plugins.data_image_folder",
 )

@@ -15,8 +15,15 @@ from tqdm import tqdm
 from vle_kit import checkpoint
 from vle_kit.config import Recipe
 from vle_kit.errors import VleKitError
-from vle_kit.evaluate import (encode_all, evaluate, to_signed, write_curve_plot, write_grid,
-                              write_json, write_mask_grid)
+from vle_kit.evaluate import (
+    encode_all,
+    evaluate,
+    to_signed,
+    write_curve_plot,
+    write_grid,
+    write_json,
+    write_mask_grid,
+)
 from vle_kit.interfaces import ModelSpec
 from vle_kit.model import VLE
 from vle_kit.plugins import Registry
@@ -144,7 +151,7 @@ class Trainer:
         loss = terms["final"] + cfg.step_loss * terms["steps"]
         for name, mcfg, mask_loss in self.mask_losses if out.masks is not None else ():
             ramp = min(1.0, (self.step + 1) / mcfg.warmup) if mcfg.warmup else 1.0
-            terms[name] = value = mask_loss(out.masks)
+            terms[name] = value = mask_loss(out.masks, x)
             loss = loss + mcfg.weight * ramp * value
         if not torch.isfinite(loss):
             bad = ", ".join(f"{n}={v.item():.4g}" for n, v in terms.items())

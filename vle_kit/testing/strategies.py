@@ -97,3 +97,19 @@ def states(draw, batch=(1, 3), channels=3, size=(2, 8), k=(1, 4)):
         state.masks = list(masks.unbind(1))
         state.mask_sum = masks.sum(1).clamp(0, 1)
     return state
+
+
+def with_images(masks: torch.Tensor, channels: int = 3) -> st.SearchStrategy[tuple]:
+    """(masks, images): the stack with images in [-1, 1] of matching batch and size."""
+    b, _, _, h, w = masks.shape
+    images = arrays(np.float32, (b, channels, h, w), elements=_floats(-1, 1))
+    return st.tuples(st.just(masks), images.map(torch.from_numpy))
+
+
+@st.composite
+def painted_partitions(draw, channels: int = 3, **kw) -> tuple[torch.Tensor, torch.Tensor]:
+    """(masks, images): a partition, and images of one flat colour under each of its masks."""
+    masks = draw(partitions(**kw))
+    b, k = masks.shape[:2]
+    colours = draw(arrays(np.float32, (b, k, channels, 1, 1), elements=_floats(-1, 1)))
+    return masks, (masks * torch.from_numpy(colours)).sum(1)
