@@ -71,3 +71,16 @@ def test_other_torch_files_are_not_checkpoints(tmp_path):
     torch.save({"w": torch.zeros(2)}, path)
     with pytest.raises(VleKitError, match="not a vle_kit checkpoint of format 1"):
         checkpoint.load(path)
+
+
+def test_every_global_generator_survives_a_checkpoint(tmp_path):
+    import random
+
+    import numpy as np
+
+    from vle_kit.train import rng_state, set_rng_state
+
+    checkpoint.save({"rng": rng_state()}, tmp_path / "c.pt")
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    set_rng_state(checkpoint.load(tmp_path / "c.pt")["rng"])
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected

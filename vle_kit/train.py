@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import signal
 import time
 import tomllib
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -56,6 +58,28 @@ def build_model(recipe: Recipe, registry: Registry, image_channels: int = 3) -> 
                combiner=part("combiner", m.combiner))
 
 
+def rng_state() -> dict:
+    """Every global random generator, as tensors and plain values (loadable weights-only)."""
+    version, mt, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "python": {"version": version, "state": list(mt), "gauss": gauss},
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
+                      "has_gauss": has_gauss, "cached": cached}}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["cached"]))
+
+
 def learning_rate(step: int, cfg) -> float:
     """Linear warm-up, then cosine decay to a tenth: a pure function of the step."""
     if step < cfg.warmup:
@@ -95,7 +119,7 @@ class Trainer:
     def state(self) -> dict:
         return {"step": self.step, "best": self.best, "recipe": dump_recipe(self.recipe),
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "sampler": self.sampler.get_state(), "torch_rng": torch.get_rng_state()}
+                "sampler": self.sampler.get_state(), "rng": rng_state()}
 
     def restore(self, state: dict, allow_changes: bool = False) -> None:
         where = self.run.checkpoint
@@ -112,7 +136,7 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.sampler.set_state(state["sampler"])
-        torch.set_rng_state(state["torch_rng"])
+        set_rng_state(state["rng"])
         self.step, self.best = state["step"], state["best"]
 
     def test_mse(self) -> float:
