@@ -27,6 +27,8 @@ def wait_for_rows(root, rows, proc, timeout=120):
         if logs and len(logs[0].read_text().splitlines()) >= rows:
             return
         time.sleep(0.02)
+    if proc.poll() is not None:
+        raise AssertionError(f"the run exited with {proc.returncode}: {proc.stderr.read()}")
     raise AssertionError("the run did not log in time")
 
 
@@ -202,3 +204,12 @@ def test_random_toml_text_only_ever_raises_recipe_errors(tmp_path_factory, text)
         load_recipe(path)
     except RecipeError as e:
         assert e.problems and all("\n" not in p for p in e.problems)
+
+
+def test_a_half_written_metrics_line_is_dropped_on_resume(tmp_path):
+    from vle_kit.runs import MetricsLog
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.0}\n{"step": 3, "lo')
+    MetricsLog(path, resume_step=2).close()
+    assert path.read_text() == '{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.0}\n'

@@ -6,7 +6,10 @@ import os
 import pickle
 import tempfile
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 
@@ -15,19 +18,27 @@ from vle_kit.errors import VleKitError
 FORMAT_VERSION = 1
 
 
-def save(state: dict, path: Path) -> None:
-    """Write `state` to a temporary file beside `path`, flush it to disk, then rename it over."""
+@contextmanager
+def atomic(path: Path) -> Iterator[BinaryIO]:
+    """A binary file that appears at `path` whole or not at all: written to a temporary file
+    beside it, flushed to disk, then renamed over it; removed if the write fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save({"format_version": FORMAT_VERSION, **state}, f)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save(state: dict, path: Path) -> None:
+    """Write `state` atomically (see `atomic`)."""
+    with atomic(path) as f:
+        torch.save({"format_version": FORMAT_VERSION, **state}, f)
 
 
 def clean_temporary(folder: Path) -> list[Path]:

@@ -53,6 +53,14 @@ class RunDir:
     masks_png = property(lambda self: self.path / "masks.png")
 
 
+def _step(line: str) -> int | None:
+    """The step of a metrics row; None for a line a killed process left half-written."""
+    try:
+        return json.loads(line).get("step")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+
+
 class MetricsLog:
     """metrics.jsonl, one JSON object per row; rows past a resumed step are dropped."""
 
@@ -60,7 +68,7 @@ class MetricsLog:
         self.path = path
         if resume_step is not None and path.exists():
             rows = [line for line in path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+                    if _step(line) is not None and _step(line) <= resume_step]
             path.write_text("".join(r + "\n" for r in rows))
         self.file = path.open("a")
 

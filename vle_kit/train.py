@@ -235,7 +235,8 @@ def train(recipe: Recipe, registry: Registry, run: RunDir, resume: bool = False,
     trainer = Trainer(recipe, registry, run)
     if resume:
         trainer.restore(checkpoint.load(run.checkpoint), allow_changes)
-    run.recipe.write_text(dump_recipe(recipe))
+    with checkpoint.atomic(run.recipe) as f:  # a kill must not leave half a recipe
+        f.write(dump_recipe(recipe).encode())
     cfg = recipe.train
     log = MetricsLog(run.metrics, resume_step=trainer.step if resume else None)
     bar = tqdm(total=cfg.steps, initial=trainer.step, desc=recipe.recipe.name, disable=None,
