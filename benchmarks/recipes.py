@@ -2,8 +2,9 @@
 
     python -m benchmarks.recipes recipes/vanilla.toml [more recipes] [--set KEY=VALUE ...]
 
-Prints one table per recipe (VLE after k tokens beside PCA keeping as many floats) and writes
-benchmarks/results/recipes.json with the wall time and every number of each run's eval.json.
+Prints one table per recipe (VLE after k tokens beside PCA keeping as many floats) and updates
+benchmarks/results/recipes.json with the wall time and every number of each run's eval.json
+(entries of recipes not run this time are kept).
 """
 
 from __future__ import annotations
@@ -60,7 +61,10 @@ def main() -> None:
     machine = {"python": platform.python_version(), "torch": torch.__version__,
                "cpu_threads": torch.get_num_threads(), "machine": platform.machine()}
     out = RESULTS / "recipes.json"
-    out.write_text(json.dumps({"machine": machine, "runs": entries}, indent=2))
+    earlier = json.loads(out.read_text())["runs"] if out.exists() else []
+    ran = {e["recipe"] for e in entries}
+    runs = [e for e in earlier if e["recipe"] not in ran] + entries
+    out.write_text(json.dumps({"machine": machine, "runs": runs}, indent=2))
     print(f"wrote {out}")
 
 
