@@ -61,7 +61,7 @@ def evaluate(model: VLE, train_images: torch.Tensor, test: ImageSet, *, k_max: i
     for models with masks how they split the scenes."""
     prefix, masks = encode_all(model, test.images, k_max, device)
     asked = torch.stack([encode_all(model, test.images, k, device)[0][:, -1]
-                         for k in range(1, k_max + 1)], 1)
+                         for k in range(1, k_max)] + [prefix[:, -1]], 1)
     floats = [min(k * floats_per_token, train_images[0].numel()) for k in range(1, k_max + 1)]
     pca = pca_curve(train_images, test.images, floats)
 
