@@ -55,7 +55,8 @@ def cmd_run(args) -> int:
     print("tokens  test MSE  PSNR dB  PCA MSE")
     for k, mse, db, pca in rows:
         print(f"{k:>6}  {mse:8.5f}  {db:7.2f}  {pca:7.5f}")
-    print(f"wrote {run.eval_json}, {run.curve_png}, {run.grid_png}")
+    written = [run.eval_json, run.curve_png, run.grid_png, run.masks_png]
+    print(f"wrote {', '.join(str(p) for p in written if p.exists())}")
     return 0
 
 
