@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import pkgutil
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -27,28 +28,14 @@ SLOTS = {
     "dataset": "register_datasets",
 }
 
-DEFAULT_PLUGINS = (
-    "vle_kit_plugins.composer_residual",
-    "vle_kit_plugins.composer_masked_residual",
-    "vle_kit_plugins.composer_raw_mask",
-    "vle_kit_plugins.memory_none",
-    "vle_kit_plugins.memory_convlstm",
-    "vle_kit_plugins.memory_gru",
-    "vle_kit_plugins.saliency_none",
-    "vle_kit_plugins.saliency_conv",
-    "vle_kit_plugins.saliency_inherent",
-    "vle_kit_plugins.saliency_deconstructor",
-    "vle_kit_plugins.combiner_sum",
-    "vle_kit_plugins.combiner_masked_sum",
-    "vle_kit_plugins.combiner_constructor",
-    "vle_kit_plugins.loss_binarize",
-    "vle_kit_plugins.loss_exp_difference",
-    "vle_kit_plugins.loss_smoothness",
-    "vle_kit_plugins.loss_coverage",
-    "vle_kit_plugins.loss_piecewise_constant",
-    "vle_kit_plugins.data_shapes",
-    "vle_kit_plugins.data_image_folder",
-)
+BUILTIN_PACKAGE = "vle_kit_plugins"  # the plugins/ folder: every module in it is a plug-in
+
+
+def builtin_plugins() -> list[str]:
+    """The built-in plug-in modules: a new file in plugins/ needs no edit here."""
+    package = importlib.import_module(BUILTIN_PACKAGE)
+    return sorted(f"{BUILTIN_PACKAGE}.{m.name}" for m in pkgutil.iter_modules(package.__path__))
+
 
 AUTOLOAD_OFF = "VLE_KIT_DISABLE_PLUGIN_AUTOLOAD"
 
@@ -118,7 +105,7 @@ def plugin_manager(extra: Iterable[object] = ()) -> pluggy.PluginManager:
     """Built-ins, then entry points of the `vle_kit` group, then `extra` modules or objects."""
     pm = pluggy.PluginManager("vle_kit")
     pm.add_hookspecs(hookspecs)
-    for name in DEFAULT_PLUGINS:
+    for name in builtin_plugins():
         pm.register(importlib.import_module(name), name=name)
     if not os.environ.get(AUTOLOAD_OFF):
         pm.load_setuptools_entrypoints("vle_kit")
@@ -174,7 +161,7 @@ def load_registry(extra: Iterable[object] = ()) -> Registry:
     plugins = []
     for plugin in pm.get_plugins():
         name = pm.get_name(plugin)
-        if name in DEFAULT_PLUGINS:
+        if name.startswith(f"{BUILTIN_PACKAGE}."):
             version = __version__
         else:
             version = versions.get(name) or getattr(plugin, "__file__", None) or "local"
