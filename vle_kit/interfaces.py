@@ -45,56 +45,46 @@ class State:
         return cls(x, k, 0, torch.zeros_like(x), x.new_zeros(b, 1, h, w), [], progress)
 
 
-class Composer(nn.Module):
-    """Builds the encoder's input at a step from the image and the state."""
+class ModelPart(nn.Module):
+    """What every model plug-in shares: built as `Cls(cfg, spec)`, options in `Config`."""
 
     Config: ClassVar[type] = NoOptions
 
     def __init__(self, cfg, spec: ModelSpec):
         super().__init__()
         self.cfg = cfg
-        self.out_channels = spec.image_channels
+
+
+class Composer(ModelPart):
+    """Builds the encoder's input at a step from the image and the state."""
+
+    def __init__(self, cfg, spec: ModelSpec):
+        super().__init__(cfg, spec)
+        self.out_channels = spec.image_channels  # set more for a composer that adds planes
 
     def forward(self, x: Tensor, state: State) -> Tensor:
         raise NotImplementedError
 
 
-class Memory(nn.Module):
+class Memory(ModelPart):
     """Carries state across steps; sees the stem's features (B, width, h, w)."""
-
-    Config: ClassVar[type] = NoOptions
-
-    def __init__(self, cfg, spec: ModelSpec):
-        super().__init__()
-        self.cfg = cfg
 
     def forward(self, feat: Tensor, memory: object | None) -> tuple[Tensor, object | None]:
         """Return the features for the encoder body and the memory for the next step."""
         raise NotImplementedError
 
 
-class SaliencyHead(nn.Module):
+class SaliencyHead(ModelPart):
     """Produces the mask (B, 1, H, W) of the part a token explains, or None."""
 
-    Config: ClassVar[type] = NoOptions
     decoder_channels: int = 0  # extra channels the decoder emits for this head
-
-    def __init__(self, cfg, spec: ModelSpec):
-        super().__init__()
-        self.cfg = cfg
 
     def forward(self, state: State, feat: Tensor, part: Tensor, extra: Tensor) -> Tensor | None:
         raise NotImplementedError
 
 
-class Combiner(nn.Module):
+class Combiner(ModelPart):
     """Joins a new part (B, C, H, W) and its mask (or None) to the running reconstruction."""
-
-    Config: ClassVar[type] = NoOptions
-
-    def __init__(self, cfg, spec: ModelSpec):
-        super().__init__()
-        self.cfg = cfg
 
     def forward(self, state: State, part: Tensor, mask: Tensor | None) -> Tensor:
         raise NotImplementedError
