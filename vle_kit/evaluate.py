@@ -96,27 +96,26 @@ def write_curve_plot(result: dict, title: str, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-@torch.no_grad()
-def write_grid(model: VLE, images: torch.Tensor, k: int, device: torch.device, path: Path) -> None:
-    """Rows are images; columns the input, then the reconstruction after each token."""
-    model.eval()
-    x = to_signed(images).to(device)
-    recons = model(x, k).recons
-    grid = torch.cat([x[:, None], recons], 1).flatten(0, 1)
-    save_image((grid.cpu().clamp(-1, 1) + 1) / 2, path, nrow=k + 1, padding=1)
+def _save_rows(columns: list[torch.Tensor], path: Path) -> None:
+    """Save a grid whose rows are images and whose columns are `columns`, each (B, C, H, W)
+    in [-1, 1]."""
+    grid = torch.stack(columns, 1).flatten(0, 1)
+    save_image((grid.cpu().clamp(-1, 1) + 1) / 2, path, nrow=len(columns), padding=1)
 
 
 @torch.no_grad()
-def write_mask_grid(model: VLE, images: torch.Tensor, k: int, device: torch.device,
-                    path: Path) -> None:
-    """Rows are images; columns the input, then each token's mask and its masked part."""
+def write_grids(model: VLE, images: torch.Tensor, k: int, device: torch.device, grid: Path,
+                masks: Path) -> None:
+    """One pass over `images`: `grid` gets the input and the reconstruction after each token;
+    for a model with masks, `masks` gets the input and each token's mask and masked part."""
     model.eval()
     x = to_signed(images).to(device)
     out = model(x, k)
-    masks = out.masks.expand(-1, -1, x.shape[1], -1, -1)
-    shown = torch.stack([masks * 2 - 1, masks * out.parts - (1 - masks)], 2).flatten(1, 2)
-    grid = torch.cat([x[:, None], shown], 1).flatten(0, 1)
-    save_image((grid.cpu().clamp(-1, 1) + 1) / 2, path, nrow=2 * k + 1, padding=1)
+    _save_rows([x, *out.recons.unbind(1)], grid)
+    if out.masks is not None:
+        shown = out.masks.expand(-1, -1, x.shape[1], -1, -1)
+        _save_rows([x, *[c for m, p in zip(shown.unbind(1), out.parts.unbind(1))
+                         for c in (m * 2 - 1, m * p - (1 - m))]], masks)
 
 
 def write_json(result: dict, path: Path) -> None:

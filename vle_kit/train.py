@@ -22,9 +22,8 @@ from vle_kit.evaluate import (
     evaluate,
     to_signed,
     write_curve_plot,
-    write_grid,
+    write_grids,
     write_json,
-    write_mask_grid,
 )
 from vle_kit.interfaces import ModelSpec
 from vle_kit.model import VLE
@@ -203,10 +202,8 @@ class Trainer:
         result["recipe"] = r.recipe.name
         write_json(result, self.run.eval_json)
         write_curve_plot(result, r.recipe.name, self.run.curve_png)
-        rows = self.test_set.images[:r.train.grid_images]
-        write_grid(self.model, rows, r.tokens.max, self.device, self.run.grid_png)
-        if "masks" in result:
-            write_mask_grid(self.model, rows, r.tokens.max, self.device, self.run.masks_png)
+        write_grids(self.model, self.test_set.images[:r.train.grid_images], r.tokens.max,
+                    self.device, self.run.grid_png, self.run.masks_png)
         return result
 
 
