@@ -9,16 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import attrs
-import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
-from torchvision.transforms.v2 import functional as TF
 
 from vle_kit import hookimpl
 from vle_kit.errors import VleKitError
-from vle_kit.interfaces import DataConfig, Dataset, ImageSet
-
-EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+from vle_kit.images import image_files, read_images
+from vle_kit.interfaces import DataConfig, Dataset, ImageSet, fixed_split
 
 
 @attrs.frozen(kw_only=True)
@@ -29,30 +25,16 @@ class ImageFolderConfig(DataConfig):
 class ImageFolderDataset(Dataset):
     Config = ImageFolderConfig
 
-    def files(self) -> list[Path]:
+    def files(self, split: str) -> list[Path]:
         root = Path(self.cfg.root)
         if not root.is_dir():
             raise VleKitError(f"data.root: {root} is not a folder")
-        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in EXTENSIONS)
-        wanted = self.cfg.train + self.cfg.test
-        if len(files) < wanted:
-            raise VleKitError(f"data.root: {root} holds {len(files)} images, the recipe asks for "
-                              f"data.train + data.test = {wanted}")
-        order = np.random.default_rng(self.cfg.seed).permutation(len(files))
-        return [files[i] for i in order[:wanted]]
+        files = image_files(root)
+        return [files[i] for i in fixed_split(len(files), self.cfg, split, str(root))]
 
     def load(self, split: str) -> ImageSet:
-        files = self.files()
-        files = files[:self.cfg.test] if split == "test" else files[self.cfg.test:]
-        size = self.cfg.size
-        images = torch.empty(len(files), 3, size, size, dtype=torch.uint8)
-        for i, path in enumerate(files):
-            try:
-                with Image.open(path) as file:
-                    image = TF.pil_to_tensor(file.convert("RGB"))
-            except (OSError, UnidentifiedImageError) as e:
-                raise VleKitError(f"{path}: not a readable image ({e})") from None
-            images[i] = TF.center_crop(TF.resize(image, size, antialias=True), [size, size])
+        files = self.files(split)
+        images = read_images(files, self.cfg.size)
         root = Path(self.cfg.root)
         classes = sorted({p.relative_to(root).parts[0] for p in files if p.parent != root})
         labels = {}

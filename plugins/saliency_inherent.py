@@ -7,6 +7,7 @@ from vle_kit.masks import MaskConfig, logits_to_mask
 
 class InherentSaliency(SaliencyHead):
     Config = MaskConfig
+    from_tokens = True
     decoder_channels = 1
 
     def forward(self, state, feat, part, extra):

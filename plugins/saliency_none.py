@@ -5,6 +5,8 @@ from vle_kit.interfaces import SaliencyHead
 
 
 class NoSaliency(SaliencyHead):
+    from_tokens = True
+
     def forward(self, state, feat, part, extra):
         return None
 

@@ -59,7 +59,7 @@ def test_image_folder_too_small_or_missing(image_tree, tmp_path):
                                           r"\+ data.test = 20"):
         ImageFolderDataset(ImageFolderConfig(root=str(image_tree), train=16, test=4)).load("test")
     with pytest.raises(VleKitError, match="is not a folder"):
-        ImageFolderDataset(ImageFolderConfig(root=str(tmp_path / "no"), train=1, test=1)).files()
+        ImageFolderDataset(ImageFolderConfig(root=str(tmp_path / "no"), train=1, test=1)).load("train")
 
 
 def test_image_folder_unreadable_file(image_tree):
@@ -67,3 +67,27 @@ def test_image_folder_unreadable_file(image_tree):
     ds = ImageFolderDataset(ImageFolderConfig(root=str(image_tree), size=16, train=8, test=4))
     with pytest.raises(VleKitError, match="0.png: not a readable image"):
         ds.load("train"), ds.load("test")
+
+
+def test_digits_come_from_scikit_learn_scaled_and_labelled():
+    from vle_kit_plugins.data_digits import DigitsConfig, DigitsDataset
+
+    data = DigitsDataset(DigitsConfig(size=16, train=50, test=20))
+    train, test = data.load("train"), data.load("test")
+    assert train.images.shape == (50, 1, 16, 16) and train.images.dtype == torch.uint8
+    assert train.labels["class"].shape == (50, 1) and set(train.labels["class"].ravel().tolist())
+    assert int(train.images.max()) > 200, "ink reaches white"
+    assert not torch.equal(train.images[:20], test.images)
+    assert test.with_channels(3).images.shape == (20, 3, 16, 16)
+
+
+def test_a_split_larger_than_the_set_is_refused():
+    from vle_kit_plugins.data_digits import DigitsConfig, DigitsDataset
+
+    with pytest.raises(VleKitError, match="holds 1797 images, the recipe asks for .* = 2000"):
+        DigitsDataset(DigitsConfig(train=1500, test=500)).load("train")
+
+
+def test_colour_images_cannot_become_grey():
+    with pytest.raises(VleKitError, match="3 channels per image, the model takes 1"):
+        shapes().load("test").with_channels(1)

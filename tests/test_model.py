@@ -56,3 +56,29 @@ def test_learning_rate_warms_up_then_decays(vanilla):
     assert lrs[0] == 0.1 and lrs[9] == 1.0
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
     assert abs(lrs[-1] - 0.1) < 1e-3
+
+
+def test_gaussian_token_samples_in_training_and_takes_the_mean_in_eval(vanilla):
+    model, _ = tiny_model(vanilla, "model.token.gaussian=true")
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    model.train()
+    a, b = model(x, 2), model(x, 2)
+    assert not torch.equal(a.tokens, b.tokens), "training draws from the token's Gaussian"
+    assert a.kl.shape == (2, 2) and (a.kl >= 0).all()
+    model.eval()
+    assert torch.equal(model(x, 2).tokens, model(x, 2).tokens)
+
+
+def test_gaussian_token_kl_is_zero_at_the_prior():
+    from vle_kit.model import gaussian_token
+
+    z, kl = gaussian_token(torch.zeros(3, 8, 2, 2), sample=False)
+    assert torch.equal(z, torch.zeros(3, 4, 2, 2)) and torch.allclose(kl, torch.zeros(3))
+    _, kl = gaussian_token(torch.full((1, 8, 2, 2), 50.0), sample=True)
+    assert torch.isfinite(kl).all()
+
+
+def test_more_tokens_than_trained_reuse_the_last_conditioning(vanilla):
+    model, _ = tiny_model(vanilla)  # tokens.max = 3
+    out = model(torch.zeros(1, 3, 16, 16), 6)
+    assert out.recons.shape[1] == 6 and torch.isfinite(out.recons).all()

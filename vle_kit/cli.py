@@ -1,4 +1,4 @@
-"""`vle-kit run | check | plugins`: the command line."""
+"""`vle-kit run | check | plugins | eval | compare | encode | decode`: the command line."""
 
 from __future__ import annotations
 
@@ -32,6 +32,34 @@ def parser() -> argparse.ArgumentParser:
     plugins = sub.add_parser("plugins", help="list plug-ins and the names they provide")
     plugins.add_argument("-p", "--plugin", dest="plugins", action="append", default=[],
                          metavar="MODULE")
+    evaluate = sub.add_parser("eval", help="re-evaluate a trained run, on any data set")
+    evaluate.add_argument("run", type=Path, metavar="RUN_DIR")
+    evaluate.add_argument("--data", metavar="NAME",
+                          help="evaluate on this data set (its defaults at the run's image "
+                               "size; change them with --set data.KEY=VALUE)")
+    evaluate.add_argument("-o", "--out", type=Path, metavar="DIR",
+                          help="where eval.json and report.html go (the run directory, or "
+                               "RUN_DIR/eval_NAME with --data)")
+    evaluate.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    _recipe_args(evaluate)
+    comp = sub.add_parser("compare", help="one chart and table of several runs' curves")
+    comp.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR")
+    comp.add_argument("-o", "--out", type=Path, required=True, metavar="DIR")
+    enc = sub.add_parser("encode", help="save the tokens of images (safetensors)")
+    enc.add_argument("run", type=Path, metavar="RUN_DIR")
+    enc.add_argument("images", type=Path, nargs="+", help="image files or folders")
+    enc.add_argument("--tokens", type=int, metavar="K", help="tokens per image (tokens.max)")
+    enc.add_argument("-o", "--out", type=Path, required=True, metavar="FILE.safetensors")
+    enc.add_argument("--recons", action="store_true",
+                     help="save the reconstruction after each token too")
+    enc.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    dec = sub.add_parser("decode", help="turn saved tokens (any prefix) back into images")
+    dec.add_argument("tokens_file", type=Path, metavar="FILE.safetensors")
+    dec.add_argument("-o", "--out", type=Path, required=True, metavar="DIR")
+    dec.add_argument("--tokens", type=int, metavar="J", help="decode the first J (all)")
+    dec.add_argument("--run", type=Path, metavar="RUN_DIR",
+                     help="the run whose decoder to use (the one that encoded them)")
+    dec.add_argument("--device", choices=("auto", "cpu", "cuda"))
     return top
 
 
@@ -55,7 +83,8 @@ def cmd_run(args) -> int:
     print("tokens  test MSE  PSNR dB  PCA MSE")
     for k, mse, db, pca in rows:
         print(f"{k:>6}  {mse:8.5f}  {db:7.2f}  {pca:7.5f}")
-    written = [run.eval_json, run.curve_png, run.grid_png, run.masks_png]
+    written = [run.eval_json, run.report_html, run.curve_png, run.grid_png, run.masks_png,
+               run.similarity_png, run.probe_png]
     print(f"wrote {', '.join(str(p) for p in written if p.exists())}")
     return 0
 
@@ -81,9 +110,108 @@ def cmd_plugins(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from vle_kit.evaluate import write_evaluation
+    from vle_kit.report import curve_table, separation_table
+    from vle_kit.runs import RunDir
+    from vle_kit.train import load_run
+
+    trained = load_run(args.run, args.overrides, args.plugins, args.data, args.device)
+    recipe, channels = trained.recipe, trained.model.image_shape[0]
+    dataset = trained.registry.get("dataset", recipe.data.use).factory(recipe.data.config)
+    train_set, test_set = (dataset.load(s).with_channels(channels) for s in ("train", "test"))
+    out = RunDir(args.out or (trained.run.path if args.data is None
+                              else trained.run.path / f"eval_{args.data}"))
+    title = recipe.recipe.name if args.data is None else f"{recipe.recipe.name} on {args.data}"
+    result = write_evaluation(trained.model, recipe, train_set, test_set, trained.device, out,
+                              title)
+    print(f"{title}: {len(test_set)} test images\n{curve_table(result)}\n")
+    print(separation_table(result))
+    print(f"wrote {out.eval_json} and {out.report_html}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    import json
+
+    from vle_kit.report import compare
+
+    results = {}
+    for run in args.runs:
+        path = run / "eval.json"
+        if not path.is_file():
+            raise VleKitError(f"{run}: no eval.json (train it, or run `vle-kit eval {run}`)")
+        result = json.loads(path.read_text())
+        if "image" not in result:
+            raise VleKitError(f"{path}: written by an older vle_kit; run `vle-kit eval {run}`")
+        name = result.get("recipe") or run.name
+        results[name if name not in results else run.name] = result
+    print(compare(results, args.out))
+    print(f"wrote {args.out / 'compare.png'} and {args.out / 'compare.md'}")
+    return 0
+
+
+def cmd_encode(args) -> int:
+    import torch
+
+    from vle_kit.evaluate import to_signed
+    from vle_kit.images import image_files, read_images
+    from vle_kit.tokenfile import save_tokens
+    from vle_kit.train import load_run
+
+    trained = load_run(args.run, device=args.device)
+    model, k = trained.model, args.tokens or trained.recipe.tokens.max
+    if k < 1:
+        raise VleKitError(f"--tokens: must be at least 1, got {k}")
+    files = [f for p in args.images for f in (image_files(p) if p.is_dir() else [p])]
+    if not files:
+        raise VleKitError(f"no image files in {', '.join(map(str, args.images))}")
+    channels, size = model.image_shape[:2]
+    saved: dict[str, list] = {"tokens": [], "recons": [], "masks": []}
+    with torch.no_grad():
+        for start in range(0, len(files), 64):
+            x = to_signed(read_images(files[start:start + 64], size, channels))
+            out = model(x.to(trained.device), k)
+            saved["tokens"].append(out.tokens)
+            if args.recons:
+                saved["recons"].append(out.recons)
+            if out.masks is not None and not model.saliency.from_tokens:
+                saved["masks"].append(out.masks)
+    save_tokens(args.out, {n: torch.cat(v) for n, v in saved.items() if v}, run=trained.run.path,
+                asked=k, images=[str(f) for f in files])
+    print(f"wrote {args.out}: {len(files)} images x {k} tokens of "
+          f"{tuple(saved['tokens'][0].shape[2:])}")
+    return 0
+
+
+def cmd_decode(args) -> int:
+    from torchvision.utils import save_image
+
+    from vle_kit.tokenfile import load_tokens
+    from vle_kit.train import load_run
+
+    tensors, meta = load_tokens(args.tokens_file)
+    trained = load_run(args.run or meta["run"], device=args.device)
+    saved = tensors["tokens"].shape[1]
+    j = args.tokens or saved
+    if not 1 <= j <= saved:
+        raise VleKitError(f"--tokens: the file holds {saved} tokens per image, got {j}")
+    masks = tensors.get("masks")
+    out = trained.model.decode(tensors["tokens"][:, :j].to(trained.device), meta["asked"],
+                               None if masks is None else masks[:, :j].to(trained.device))
+    args.out.mkdir(parents=True, exist_ok=True)
+    names = [Path(p).stem for p in meta["images"]]
+    for i, recon in enumerate(out.recons[:, -1]):
+        stem = names[i] if names.count(names[i]) == 1 else f"{i:05d}_{names[i]}"
+        save_image((recon.clamp(-1, 1) + 1) / 2, args.out / f"{stem}.png")
+    print(f"wrote {len(names)} images decoded from {j} of {saved} tokens to {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    command = {"run": cmd_run, "check": cmd_check, "plugins": cmd_plugins}[args.command]
+    command = {"run": cmd_run, "check": cmd_check, "plugins": cmd_plugins, "eval": cmd_eval,
+               "compare": cmd_compare, "encode": cmd_encode, "decode": cmd_decode}[args.command]
     try:
         return command(args)
     except RecipeError as e:

@@ -46,6 +46,8 @@ class TokenConfig:
 
     channels: int = attrs.field(default=4, validator=v.ge(1))
     size: int = attrs.field(default=4, validator=v.ge(1))
+    gaussian: bool = False  # a VAE's token: sampled from a predicted Gaussian while training
+    kl_weight: float = attrs.field(default=0.05, validator=v.ge(0))  # KL per image value
 
     @property
     def floats(self) -> int:
@@ -95,6 +97,14 @@ class TrainConfig:
 
 
 @attrs.frozen(kw_only=True)
+class EvalConfig:
+    """[eval]: what the final evaluation (and `vle-kit eval`) measures."""
+
+    tokens: int = attrs.field(default=0, validator=v.ge(0))  # K of the curves; 0 = tokens.max
+    probe_images: int = attrs.field(default=1000, validator=v.ge(10))  # train images to fit probes
+
+
+@attrs.frozen(kw_only=True)
 class Recipe:
     """A whole validated recipe."""
 
@@ -103,5 +113,11 @@ class Recipe:
     tokens: TokensConfig = attrs.field(factory=TokensConfig)
     data: Choice = slot("dataset", "shapes")
     train: TrainConfig = attrs.field(factory=TrainConfig)
+    eval: EvalConfig = attrs.field(factory=EvalConfig)
     mask_loss: tuple[Choice, ...] = attrs.field(default=(), metadata={"slot": "mask_loss",
                                                                         "many": True})
+
+    @property
+    def eval_tokens(self) -> int:
+        """K of the evaluation curves."""
+        return self.eval.tokens or self.tokens.max

@@ -1,17 +1,23 @@
-"""Per-token evaluation: test MSE and PSNR after k = 1..K tokens, beside PCA of equal size."""
+"""Per-token evaluation: after k = 1..K tokens, test MSE, PSNR, SSIM and the share of images
+whose error fell at that token, beside PCA of equal size; how the tokens separate; the masks."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import attrs
 import torch
-from matplotlib.figure import Figure  # the object API: no GUI backend, nothing left open
+from torchmetrics.functional.image import structural_similarity_index_measure
 from torchvision.utils import save_image
 
+from vle_kit import report, separation
+from vle_kit.config import Recipe
 from vle_kit.decomposition import collapse_share, count_accuracy, fg_ari
 from vle_kit.interfaces import ImageSet
 from vle_kit.model import VLE
+from vle_kit.recipe import dump_recipe
+from vle_kit.runs import RunDir
 
 PEAK = 2.0  # images live in [-1, 1]
 
@@ -25,25 +31,71 @@ def psnr(mse: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(PEAK**2 / mse.clamp_min(1e-12))
 
 
+def ssim(x: torch.Tensor, recons: torch.Tensor) -> torch.Tensor:
+    """Per-image SSIM (N, K) of recons (N, K, C, H, W) against x (N, C, H, W), range [-1, 1]."""
+    n, k = recons.shape[:2]
+    side = min(x.shape[-2:])
+    recons = recons.clamp(-1, 1).flatten(0, 1)
+    return structural_similarity_index_measure(
+        recons, x.repeat_interleave(k, 0), data_range=PEAK, reduction="none",
+        kernel_size=min(11, side - 1 + side % 2)).view(n, k)
+
+
+def scores(x: torch.Tensor, recons: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-image MSE (N, K + 1), from the empty reconstruction (zeros) on, and SSIM (N, K)."""
+    errors = (recons - x[:, None]).pow(2).mean(dim=(2, 3, 4))
+    return {"mse": torch.cat([x.pow(2).mean(dim=(1, 2, 3))[:, None], errors], 1),
+            "ssim": ssim(x, recons)}
+
+
+@attrs.frozen
+class Encoded:
+    """One K-token encoding of a set of images, per image."""
+
+    tokens: torch.Tensor  # (N, K, channels, size, size)
+    mse: torch.Tensor  # (N, K + 1) after 0..K tokens
+    ssim: torch.Tensor  # (N, K) after 1..K tokens
+    masks: torch.Tensor | None  # (N, K, H, W)
+    claims: torch.Tensor | None  # (N, K, O + 1) share of each token on each object id
+
+
 @torch.no_grad()
 def encode_all(model: VLE, images: torch.Tensor, k: int, device: torch.device,
-               batch: int = 250) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Per-image MSE (N, k) after each of the first k tokens of one k-token encoding, and the
-    masks (N, k, H, W) where the model makes them."""
+               objects: torch.Tensor | None = None, batch: int = 250) -> Encoded:
+    """Encode uint8 images into k tokens each, scoring the reconstruction after every token.
+    With objects (N, H, W), also what share of each token's mask (or part, without masks)
+    falls on each object."""
     model.eval()
-    errors, masks = [], []
+    out_parts: dict[str, list] = {"tokens": [], "mse": [], "ssim": [], "masks": [], "claims": []}
     for start in range(0, len(images), batch):
         x = to_signed(images[start:start + batch]).to(device)
         out = model(x, k)
-        errors.append((out.recons - x[:, None]).pow(2).mean(dim=(2, 3, 4)).cpu())
+        for name, value in scores(x, out.recons).items():
+            out_parts[name].append(value.cpu())
+        out_parts["tokens"].append(out.tokens.cpu())
         if out.masks is not None:
-            masks.append(out.masks[:, :, 0].cpu())
-    return torch.cat(errors), torch.cat(masks) if masks else None
+            out_parts["masks"].append(out.masks[:, :, 0].cpu())
+        if objects is not None:
+            weights = out.parts.abs().mean(2) if out.masks is None else out.masks[:, :, 0]
+            out_parts["claims"].append(separation.claims(weights.cpu(),
+                                                         objects[start:start + batch]))
+    joined = {name: torch.cat(parts) if parts else None for name, parts in out_parts.items()}
+    return Encoded(**joined)
+
+
+def summary(mse: torch.Tensor, ssim: torch.Tensor) -> dict[str, list[float]]:
+    """Means over images per k from per-image MSE (N, K + 1) and SSIM (N, K); `improved` is
+    the share of images whose error fell at token k."""
+    return {"mse": mse[:, 1:].mean(0).tolist(), "psnr": psnr(mse[:, 1:]).mean(0).tolist(),
+            "ssim": ssim.mean(0).tolist(),
+            "improved": (mse[:, 1:] < mse[:, :-1]).float().mean(0).tolist()}
 
 
 @torch.no_grad()
-def pca_curve(train: torch.Tensor, test: torch.Tensor, floats: list[int]) -> torch.Tensor:
-    """Per-image test MSE (N, len(floats)) of PCA fitted on `train`, keeping `floats` components."""
+def pca_reconstructions(train: torch.Tensor, test: torch.Tensor,
+                        floats: list[int]) -> torch.Tensor:
+    """(N, len(floats), C, H, W): test images rebuilt by PCA fitted on `train` keeping `floats`
+    components."""
     x = to_signed(train).flatten(1).double()
     mean = x.mean(0)
     x -= mean
@@ -51,49 +103,63 @@ def pca_curve(train: torch.Tensor, test: torch.Tensor, floats: list[int]) -> tor
     basis = vectors.flip(1)[:, :max(floats)]  # strongest components first
     t = to_signed(test).flatten(1).double() - mean
     coords = t @ basis
-    return torch.stack([(coords[:, :f] @ basis[:, :f].T - t).pow(2).mean(1) for f in floats],
-                       1).float()
+    rebuilt = [coords[:, :f] @ basis[:, :f].T + mean for f in floats]
+    return torch.stack(rebuilt, 1).float().view(len(test), len(floats), *test.shape[1:])
 
 
-def evaluate(model: VLE, train_images: torch.Tensor, test: ImageSet, *, k_max: int,
-             floats_per_token: int, device: torch.device) -> dict:
-    """The numbers of eval.json: VLE prefix curve, VLE asked for exactly k tokens, PCA, and
-    for models with masks how they split the scenes."""
-    prefix, masks = encode_all(model, test.images, k_max, device)
-    asked = torch.stack([encode_all(model, test.images, k, device)[0][:, -1]
-                         for k in range(1, k_max)] + [prefix[:, -1]], 1)
-    floats = [min(k * floats_per_token, train_images[0].numel()) for k in range(1, k_max + 1)]
-    pca = pca_curve(train_images, test.images, floats)
+def separation_numbers(probe: Encoded, probe_set: ImageSet, test: Encoded, test_set: ImageSet,
+                       floats: int) -> dict:
+    """Token similarity within an image and, for labelled data, clustering and probes."""
+    result = {"similarity": separation.token_similarity(test.tokens)}
+    if not test_set.labels:
+        return result
 
-    def summary(per_image: torch.Tensor) -> dict:
-        return {"mse": per_image.mean(0).tolist(), "psnr": psnr(per_image).mean(0).tolist()}
+    def split(encoded: Encoded, images: ImageSet) -> dict:
+        return {"tokens": encoded.tokens.flatten(2), "claims": encoded.claims,
+                "images": to_signed(images.images), "objects": images.objects,
+                "labels": images.labels}
 
-    result = {"tokens": list(range(1, k_max + 1)), "floats": floats,
-              "test_images": len(test), "vle": summary(prefix),
-              "vle_asked_k": summary(asked), "pca": summary(pca)}
-    if masks is not None:
-        result["masks"] = {"collapse_share": collapse_share(masks)}
-        if test.objects is not None:
-            result["masks"].update(fg_ari=fg_ari(masks, test.objects).nanmean().item(),
-                                   count_accuracy=count_accuracy(masks, test.objects))
+    train, held_out = split(probe, probe_set), split(test, test_set)
+    if test_set.objects is not None:
+        result["objects"] = separation.object_separation(train, held_out, floats)
+    else:
+        result["images"] = separation.image_separation(train, held_out, floats)
     return result
 
 
-def write_curve_plot(result: dict, title: str, path: Path) -> None:
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
-    k = result["tokens"]
-    ax.plot(k, result["vle"]["mse"], "o-", label="VLE, first k of K tokens")
-    ax.plot(k, result["vle_asked_k"]["mse"], "s--", label="VLE, asked for k tokens")
-    ax.plot(k, result["pca"]["mse"], "^:", label="PCA, same number of floats")
-    ax.set_yscale("log")
-    ax.set_xlabel("tokens k")
-    ax.set_ylabel("test MSE ([-1, 1] scale)")
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+def _head(images: ImageSet, n: int) -> ImageSet:
+    return ImageSet(images.images[:n], None if images.objects is None else images.objects[:n],
+                    {name: labels[:n] for name, labels in images.labels.items()})
+
+
+def evaluate(model: VLE, train_set: ImageSet, test_set: ImageSet, *, k_max: int,
+             floats_per_token: int, device: torch.device, probe_images: int = 1000) -> dict:
+    """The numbers of eval.json: the VLE's prefix curve (first k of one K-token encoding), the
+    VLE asked for exactly k tokens, PCA; token separation; for models with masks, how they
+    split the scenes."""
+    test = encode_all(model, test_set.images, k_max, device, test_set.objects)
+    asked = [encode_all(model, test_set.images, k, device) for k in range(1, k_max)]
+    asked_mse = torch.stack([test.mse[:, 0]] + [a.mse[:, -1] for a in asked] + [test.mse[:, -1]],
+                            1)
+    asked_ssim = torch.stack([a.ssim[:, -1] for a in asked] + [test.ssim[:, -1]], 1)
+    floats = [min(k * floats_per_token, test_set.images[0].numel()) for k in range(1, k_max + 1)]
+    x = to_signed(test_set.images)
+    pca = scores(x, pca_reconstructions(train_set.images, test_set.images, floats))
+    probe_set = _head(train_set, probe_images)
+    probe = encode_all(model, probe_set.images, k_max, device, probe_set.objects)
+    c, h, w = test_set.images.shape[1:]
+    result = {"tokens": list(range(1, k_max + 1)), "floats": floats,
+              "test_images": len(test_set), "image": {"channels": c, "height": h, "width": w},
+              "vle": summary(test.mse, test.ssim), "vle_asked_k": summary(asked_mse, asked_ssim),
+              "pca": summary(pca["mse"], pca["ssim"]),
+              "separation": separation_numbers(probe, probe_set, test, test_set,
+                                               floats_per_token)}
+    if test.masks is not None:
+        result["masks"] = {"collapse_share": collapse_share(test.masks)}
+        if test_set.objects is not None:
+            result["masks"].update(fg_ari=fg_ari(test.masks, test_set.objects).nanmean().item(),
+                                   count_accuracy=count_accuracy(test.masks, test_set.objects))
+    return result
 
 
 def _save_rows(columns: list[torch.Tensor], path: Path) -> None:
@@ -120,3 +186,21 @@ def write_grids(model: VLE, images: torch.Tensor, k: int, device: torch.device, 
 
 def write_json(result: dict, path: Path) -> None:
     path.write_text(json.dumps(result, indent=2))
+
+
+def write_evaluation(model: VLE, recipe: Recipe, train_set: ImageSet, test_set: ImageSet,
+                     device: torch.device, folder: RunDir, title: str) -> dict:
+    """Evaluate and write eval.json, the figures, the grids and report.html into `folder`."""
+    result = evaluate(model, train_set, test_set, k_max=recipe.eval_tokens,
+                      floats_per_token=recipe.model.token.floats, device=device,
+                      probe_images=recipe.eval.probe_images)
+    result.update(recipe=recipe.recipe.name, data=recipe.data.use)
+    folder.path.mkdir(parents=True, exist_ok=True)
+    write_json(result, folder.eval_json)
+    report.write_curve_plot(result, title, folder.curve_png)
+    report.write_similarity_plot(result, title, folder.similarity_png)
+    report.write_probe_plot(result, title, folder.probe_png)
+    write_grids(model, test_set.images[:recipe.train.grid_images], recipe.eval_tokens, device,
+                folder.grid_png, folder.masks_png)
+    report.write_report(result, dump_recipe(recipe), title, folder.path)
+    return result

@@ -9,8 +9,11 @@ from __future__ import annotations
 from typing import ClassVar
 
 import attrs
+import numpy as np
 import torch
 from torch import Tensor, nn
+
+from vle_kit.errors import VleKitError
 
 
 @attrs.frozen
@@ -78,6 +81,8 @@ class SaliencyHead(ModelPart):
     """Produces the mask (B, 1, H, W) of the part a token explains, or None."""
 
     decoder_channels: int = 0  # extra channels the decoder emits for this head
+    from_tokens: bool = False  # True if the mask follows from the decoder's output alone, so
+    #                            saved tokens decode without the image (see VLE.decode)
 
     def forward(self, state: State, feat: Tensor, part: Tensor, extra: Tensor) -> Tensor | None:
         raise NotImplementedError
@@ -132,6 +137,26 @@ class ImageSet:
 
     def __len__(self) -> int:
         return self.images.shape[0]
+
+    def with_channels(self, channels: int) -> ImageSet:
+        """The same set with `channels` channels: grey images are repeated into colour ones."""
+        have = self.images.shape[1]
+        if have == channels:
+            return self
+        if have != 1:
+            raise VleKitError(f"the data has {have} channels per image, the model takes "
+                              f"{channels}")
+        return attrs.evolve(self, images=self.images.expand(-1, channels, -1, -1).contiguous())
+
+
+def fixed_split(total: int, cfg: DataConfig, split: str, what: str) -> np.ndarray:
+    """Indices of `split` among `total` items: a fixed shuffle by cfg.seed, whose first
+    cfg.test items are held out and the next cfg.train trained on."""
+    if cfg.train + cfg.test > total:
+        raise VleKitError(f"data: {what} holds {total} images, the recipe asks for data.train + "
+                          f"data.test = {cfg.train + cfg.test}")
+    order = np.random.default_rng(cfg.seed).permutation(total)
+    return order[:cfg.test] if split == "test" else order[cfg.test:cfg.test + cfg.train]
 
 
 class Dataset:

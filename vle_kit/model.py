@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from vle_kit.config import ModelConfig
+from vle_kit.errors import VleKitError
 from vle_kit.interfaces import Combiner, Composer, Memory, SaliencyHead, State
 from vle_kit.layers import ResBlock, Up, conv3, level_widths
 
@@ -24,6 +25,17 @@ class Output:
     parts: Tensor  # (B, K, C, H, W) what each token decodes to
     recons: Tensor  # (B, K, C, H, W) the reconstruction after each token
     masks: Tensor | None  # (B, K, 1, H, W), or None without a saliency head
+    kl: Tensor | None = None  # (B, K) KL divergence of each Gaussian token, or None
+
+
+def gaussian_token(stats: Tensor, sample: bool) -> tuple[Tensor, Tensor]:
+    """A VAE's token from (B, 2c, s, s) means and log-variances: a draw while training, the
+    mean otherwise; and its KL divergence from N(0, 1) per image (B,)."""
+    mean, log_var = stats.chunk(2, 1)
+    log_var = log_var.clamp(-10, 10)
+    kl = 0.5 * (mean.square() + log_var.exp() - 1 - log_var).flatten(1).sum(1)
+    z = mean + torch.randn_like(mean) * (0.5 * log_var).exp() if sample else mean
+    return z, kl
 
 
 class VLE(nn.Module):
@@ -44,34 +56,69 @@ class VLE(nn.Module):
         nn.init.zeros_(self.asked.weight)
         nn.init.zeros_(self.step.weight)
         self.body = nn.Sequential(*[ResBlock(width) for _ in range(cfg.blocks)])
+        self.gaussian = token.gaussian
         self.to_token = nn.Sequential(nn.GELU(), conv3(width, width, 2), nn.GELU(),
-                                      nn.Conv2d(width, token.channels, 1))
+                                      nn.Conv2d(width, token.channels * (1 + token.gaussian), 1))
         up_widths = level_widths(width, down + 1)[::-1]
         self.decoder = nn.Sequential(
             conv3(token.channels, width), ResBlock(width),
             *[Up(a, b) for a, b in zip(up_widths[:-1], up_widths[1:])],
             conv3(up_widths[-1], image_channels + saliency.decoder_channels))
-        self.image_channels = image_channels
+        self.image_shape = (image_channels, image_size, image_size)
+        self.tokens_max = tokens_max
 
     def forward(self, x: Tensor, k: int, progress: float = 1.0) -> Output:
         """Encode x (B, C, H, W) in [-1, 1] into k tokens, reconstructing after each."""
         state, memory = State.start(x, k, progress), None
-        tokens, parts, recons, masks = [], [], [], []
-        asked = self.asked.weight[k]
+        tokens, parts, recons, kls = [], [], [], []
+        asked = self.asked.weight[min(k, self.tokens_max)]  # past training's K: its largest
         for t in range(k):
             feat = self.stem(self.composer(x, state))
             feat, memory = self.memory(feat, memory)
-            scale, shift = (asked + self.step.weight[t]).view(2, 1, -1, 1, 1)
+            scale, shift = (asked + self.step.weight[min(t, self.tokens_max - 1)]).view(2, 1, -1,
+                                                                                      1, 1)
             feat = self.body(feat * (1 + scale) + shift)
             z = self.to_token(feat)
-            out = self.decoder(z)
-            part, extra = out[:, :self.image_channels], out[:, self.image_channels:]
-            mask = self.saliency(state, feat, part, extra)
-            recon = self.combiner(state, part, mask)
-            if mask is not None:
-                state.mask_sum = (state.mask_sum + mask).clamp(0, 1)
-                state.masks.append(mask)
-            state.recon, state.step = recon, t + 1
-            tokens.append(z), parts.append(part), recons.append(recon), masks.append(mask)
+            if self.gaussian:
+                z, kl = gaussian_token(z, self.training)
+                kls.append(kl)
+            part, recon = self.explain(state, z, feat)
+            tokens.append(z), parts.append(part), recons.append(recon)
         return Output(torch.stack(tokens, 1), torch.stack(parts, 1), torch.stack(recons, 1),
-                      torch.stack(masks, 1) if state.masks else None)
+                      torch.stack(state.masks, 1) if state.masks else None,
+                      torch.stack(kls, 1) if kls else None)
+
+    def explain(self, state: State, z: Tensor, feat: Tensor | None,
+                mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Decode token z at step state.step into its part and the new reconstruction, and
+        advance the state. `mask`, if given, replaces the saliency head's."""
+        out = self.decoder(z)
+        part, extra = out[:, :self.image_shape[0]], out[:, self.image_shape[0]:]
+        if mask is None:
+            mask = self.saliency(state, feat, part, extra)
+        recon = self.combiner(state, part, mask)
+        if mask is not None:
+            state.mask_sum = (state.mask_sum + mask).clamp(0, 1)
+            state.masks.append(mask)
+        state.recon, state.step = recon, state.step + 1
+        return part, recon
+
+    @torch.no_grad()
+    def decode(self, tokens: Tensor, k: int, masks: Tensor | None = None) -> Output:
+        """The reconstructions after each of tokens (B, J, c, s, s), the first J of a k-token
+        encoding, exactly as the encoding made them. A head that looks at the image (not only
+        at the decoder's output) cannot be replayed: give its masks (B, J, 1, H, W)."""
+        if not self.saliency.from_tokens and masks is None:
+            raise VleKitError(f"the '{type(self.saliency).__name__}' saliency head looks at the "
+                              f"image, so its masks must be saved with the tokens to decode them")
+        j = tokens.shape[1]
+        if j > k:
+            raise VleKitError(f"{j} tokens given, but the encoding was of {k}")
+        state = State.start(tokens.new_zeros(len(tokens), *self.image_shape), k)
+        parts, recons = [], []
+        for t in range(j):
+            part, recon = self.explain(state, tokens[:, t], None,
+                                       None if self.saliency.from_tokens else masks[:, t])
+            parts.append(part), recons.append(recon)
+        return Output(tokens, torch.stack(parts, 1), torch.stack(recons, 1),
+                      torch.stack(state.masks, 1) if state.masks else None)

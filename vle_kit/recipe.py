@@ -64,13 +64,18 @@ def read_toml(path: Path) -> dict:
 
 
 def load_recipe(path: str | Path, overrides: typing.Iterable[str] = (),
-                plugins: typing.Iterable[str] = ()) -> tuple[Recipe, Registry]:
-    """Read, override and validate a recipe; load the plug-ins it and `plugins` name.
+                plugins: typing.Iterable[str] = (),
+                data: str | None = None) -> tuple[Recipe, Registry]:
+    """Read, override and validate a recipe; load the plug-ins it and `plugins` name. `data`
+    swaps the [data] table for that data set's defaults at the recipe's image size.
 
     The plug-ins from both places end up in `recipe.plugins` (files as absolute paths), so the
     resolved recipe a run saves loads them again on `--resume`."""
     path = Path(path)
     table = read_toml(path)
+    if data is not None:
+        size = table.get("data", {}).get("size")
+        table["data"] = {"use": data, **({} if size is None else {"size": size})}
     apply_overrides(table, overrides)
     meta = table.get("recipe", {})
     listed = meta.get("plugins", []) if isinstance(meta, dict) else []

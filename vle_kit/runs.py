@@ -51,6 +51,9 @@ class RunDir:
     curve_png = property(lambda self: self.path / "curve.png")
     grid_png = property(lambda self: self.path / "grid.png")
     masks_png = property(lambda self: self.path / "masks.png")
+    similarity_png = property(lambda self: self.path / "similarity.png")
+    probe_png = property(lambda self: self.path / "probe.png")
+    report_html = property(lambda self: self.path / "report.html")
 
 
 def _step(line: str) -> int | None:

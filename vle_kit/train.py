@@ -10,6 +10,7 @@ import time
 import tomllib
 from contextlib import contextmanager
 
+import attrs
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -17,18 +18,11 @@ from tqdm import tqdm
 from vle_kit import checkpoint
 from vle_kit.config import Recipe
 from vle_kit.errors import VleKitError
-from vle_kit.evaluate import (
-    encode_all,
-    evaluate,
-    to_signed,
-    write_curve_plot,
-    write_grids,
-    write_json,
-)
+from vle_kit.evaluate import encode_all, to_signed, write_evaluation
 from vle_kit.interfaces import ModelSpec
 from vle_kit.model import VLE
 from vle_kit.plugins import Registry
-from vle_kit.recipe import differences, dump_recipe, validate
+from vle_kit.recipe import differences, dump_recipe, load_recipe, validate
 from vle_kit.runs import MetricsLog, RunDir
 
 
@@ -55,6 +49,34 @@ def build_model(recipe: Recipe, registry: Registry, image_channels: int = 3) -> 
                tokens_max=recipe.tokens.max, composer=part("composer", m.composer),
                memory=part("memory", m.memory), saliency=part("saliency", m.saliency),
                combiner=part("combiner", m.combiner))
+
+
+@attrs.frozen
+class TrainedRun:
+    """A finished (or stopped) run, loaded to evaluate, encode or decode with."""
+
+    run: RunDir
+    recipe: Recipe
+    registry: Registry
+    model: VLE
+    device: torch.device
+
+
+def load_run(path, overrides: list[str] = (), plugins: list[str] = (), data: str | None = None,
+             device: str | None = None) -> TrainedRun:
+    """The model of a run directory from its last checkpoint, in eval mode; `data` and
+    `overrides` change what the recipe says about the data (see `load_recipe`)."""
+    run = RunDir.existing(path)
+    recipe, registry = load_recipe(run.recipe, overrides, plugins, data)
+    state = checkpoint.load(run.checkpoint)
+    chosen = select_device(device or recipe.train.device)
+    model = build_model(recipe, registry, state.get("image_channels", 3))
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise VleKitError(f"{run.checkpoint}: does not fit the model of {run.recipe} "
+                          f"({str(e).splitlines()[1].strip()})") from None
+    return TrainedRun(run, recipe, registry, model.to(chosen).eval(), chosen)
 
 
 def rng_state() -> dict:
@@ -90,7 +112,7 @@ def learning_rate(step: int, cfg) -> float:
 # Keys a resumed run may change with --allow-changes: none alters what was already trained.
 SAFE_TO_CHANGE = frozenset({"train.steps", "train.lr", "train.log_every", "train.checkpoint_every",
                             "train.keep", "train.eval_images", "train.grid_images",
-                            "train.on_nan"})
+                            "train.on_nan", "eval.tokens", "eval.probe_images"})
 
 
 class Trainer:
@@ -117,6 +139,7 @@ class Trainer:
 
     def state(self) -> dict:
         return {"step": self.step, "best": self.best, "recipe": dump_recipe(self.recipe),
+                "image_channels": self.train_set.images.shape[1],
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "sampler": self.sampler.get_state(), "rng": rng_state()}
 
@@ -141,7 +164,7 @@ class Trainer:
     def test_mse(self) -> float:
         """Test MSE after tokens.max tokens on the first train.eval_images test images."""
         images = self.test_set.images[:self.recipe.train.eval_images]
-        return encode_all(self.model, images, self.recipe.tokens.max, self.device)[0][:, -1] \
+        return encode_all(self.model, images, self.recipe.tokens.max, self.device).mse[:, -1] \
             .mean().item()
 
     def save(self, score: bool = True) -> dict:
@@ -172,6 +195,9 @@ class Trainer:
         per_step = (out.recons - x[:, None]).pow(2).mean(dim=(0, 2, 3, 4))  # (k,)
         terms = {"final": per_step[-1], "steps": per_step.mean()}
         loss = terms["final"] + cfg.step_loss * terms["steps"]
+        if out.kl is not None:  # per image value, the scale of the MSE
+            terms["kl"] = out.kl.mean() / x[0].numel()
+            loss = loss + self.recipe.model.token.kl_weight * terms["kl"]
         for name, mcfg, mask_loss in self.mask_losses if out.masks is not None else ():
             ramp = min(1.0, (self.step + 1) / mcfg.warmup) if mcfg.warmup else 1.0
             terms[name] = value = mask_loss(out.masks, x)
@@ -195,16 +221,8 @@ class Trainer:
         return {"loss": loss.item(), "k": k, **{n: v.item() for n, v in terms.items()}}
 
     def evaluate(self) -> dict:
-        r = self.recipe
-        result = evaluate(self.model, self.train_set.images, self.test_set,
-                          k_max=r.tokens.max, floats_per_token=r.model.token.floats,
-                          device=self.device)
-        result["recipe"] = r.recipe.name
-        write_json(result, self.run.eval_json)
-        write_curve_plot(result, r.recipe.name, self.run.curve_png)
-        write_grids(self.model, self.test_set.images[:r.train.grid_images], r.tokens.max,
-                    self.device, self.run.grid_png, self.run.masks_png)
-        return result
+        return write_evaluation(self.model, self.recipe, self.train_set, self.test_set,
+                                self.device, self.run, self.recipe.recipe.name)
 
 
 @contextmanager

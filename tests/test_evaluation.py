@@ -1,0 +1,149 @@
+"""Evaluation of trained runs: eval on any data set, compare, saved tokens, the report."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY
+from PIL import Image
+
+from vle_kit.cli import main
+from vle_kit.errors import VleKitError
+from vle_kit.recipe import load_recipe
+from vle_kit.report import compare
+from vle_kit.runs import RunDir
+from vle_kit.tokenfile import load_tokens
+from vle_kit.train import build_model, load_run, train
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A vanilla run trained for a few steps, shared by the tests of this module."""
+    from conftest import ROOT
+
+    root = tmp_path_factory.mktemp("runs")
+    recipe, registry = load_recipe(ROOT / "recipes" / "vanilla.toml", TINY)
+    run = RunDir.create(root, "tiny")
+    train(recipe, registry, run)
+    return run.path
+
+
+def test_training_writes_the_report_and_every_metric(tiny_run):
+    result = json.loads((tiny_run / "eval.json").read_text())
+    for curve in ("vle", "vle_asked_k", "pca"):
+        assert set(result[curve]) == {"mse", "psnr", "ssim", "improved"}
+        assert all(len(v) == 3 for v in result[curve].values())
+        assert all(0 <= s <= 1 for s in result[curve]["improved"])
+    assert result["image"] == {"channels": 3, "height": 16, "width": 16}
+    similarity = result["separation"]["similarity"]
+    assert len(similarity["matrix"]) == 3 and -1 <= similarity["mean_off_diagonal"] <= 1
+    objects = result["separation"]["objects"]
+    assert 0 <= objects["tokens_on_objects"] <= 1
+    page = (tiny_run / "report.html").read_text()
+    assert page.count("<img src=\"data:image/png;base64,") >= 3, "figures are inlined"
+    assert "[model.memory]" in page and "mean off-diagonal" in page.lower()
+
+
+def test_eval_on_digits_adapts_channels_and_probes_every_prefix(tiny_run, capsys):
+    code = main(["eval", str(tiny_run), "--data", "digits", "--set", "data.train=60",
+                 "--set", "data.test=30"])
+    assert code == 0
+    out = tiny_run / "eval_digits"
+    result = json.loads((out / "eval.json").read_text())
+    assert result["data"] == "digits" and result["test_images"] == 30
+    probe = result["separation"]["images"]["class"]
+    assert len(probe["probe_tokens"]) == len(probe["probe_pca"]) == 3
+    assert all(0 <= a <= 1 for a in probe["probe_tokens"] + probe["probe_pca"])
+    assert (out / "probe.png").is_file() and (out / "report.html").is_file()
+    assert "tokens probe" in capsys.readouterr().out
+
+
+def test_eval_with_more_tokens_than_trained(tiny_run, tmp_path):
+    assert main(["eval", str(tiny_run), "--set", "eval.tokens=5", "-o", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert result["tokens"] == [1, 2, 3, 4, 5]
+
+
+def write_pngs(folder, count, size=20):
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (size, size + 4, 3), dtype=np.uint8)).save(
+            folder / f"img{i}.png")
+    return folder
+
+
+def test_encode_then_decode_gives_the_same_reconstruction(tiny_run, tmp_path, capsys):
+    images = write_pngs(tmp_path / "in", 3)
+    saved = tmp_path / "tokens.safetensors"
+    assert main(["encode", str(tiny_run), str(images), "-o", str(saved), "--recons"]) == 0
+    tensors, meta = load_tokens(saved)
+    assert tensors["tokens"].shape == (3, 3, 4, 4, 4) and meta["asked"] == 3
+    assert tensors["recons"].shape == (3, 3, 3, 16, 16)
+    model = load_run(tiny_run).model
+    for j in (1, 2, 3):  # every prefix decodes to the reconstruction after j tokens
+        decoded = model.decode(tensors["tokens"][:, :j], meta["asked"])
+        assert torch.allclose(decoded.recons[:, -1], tensors["recons"][:, j - 1], atol=1e-5)
+    out = tmp_path / "out"
+    assert main(["decode", str(saved), "-o", str(out), "--tokens", "2"]) == 0
+    png = torch.from_numpy(np.array(Image.open(out / "img0.png"))).permute(2, 0, 1).float()
+    expected = (tensors["recons"][0, 1].clamp(-1, 1) + 1) / 2 * 255
+    assert (png - expected).abs().max() <= 1.0
+
+
+def test_decode_refuses_more_tokens_than_saved(tiny_run, tmp_path, capsys):
+    images = write_pngs(tmp_path / "in", 1)
+    saved = tmp_path / "t.safetensors"
+    assert main(["encode", str(tiny_run), str(images), "-o", str(saved), "--tokens", "2"]) == 0
+    assert main(["decode", str(saved), "-o", str(tmp_path / "o"), "--tokens", "3"]) == 1
+    assert "holds 2 tokens per image" in capsys.readouterr().err
+
+
+def test_a_corrupt_token_file_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not safetensors")
+    assert main(["decode", str(bad), "-o", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {bad}: not a readable") and err.count("\n") == 1
+
+
+def test_a_head_that_sees_the_image_decodes_only_with_its_masks(vanilla):
+    recipe, registry = load_recipe(vanilla, TINY + ["model.saliency.use=conv",
+                                                    "model.combiner.use=masked_sum"])
+    model = build_model(recipe, registry).eval()
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        out = model(x, 3)
+    with pytest.raises(VleKitError, match="masks must be saved with the tokens"):
+        model.decode(out.tokens, 3)
+    decoded = model.decode(out.tokens[:, :2], 3, out.masks[:, :2])
+    assert torch.allclose(decoded.recons, out.recons[:, :2], atol=1e-6)
+
+
+def fake_result(size, name):
+    return {"recipe": name, "tokens": [1, 2], "floats": [64, 128],
+            "image": {"channels": 3, "height": size, "width": size},
+            "vle": {"mse": [0.04, 0.03]}, "pca": {"mse": [0.05, 0.04]},
+            "separation": {"similarity": {"mean_off_diagonal": 0.1}}}
+
+
+def test_compare_refuses_runs_of_different_image_sizes(tmp_path):
+    with pytest.raises(VleKitError, match=r"a: 3 x 32 x 32, b: 3 x 64 x 64.*one image size"):
+        compare({"a": fake_result(32, "a"), "b": fake_result(64, "b")}, tmp_path)
+
+
+def test_compare_charts_and_tabulates_runs(tiny_run, tmp_path, capsys):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "eval.json").write_text(json.dumps(fake_result(16, "vae")))
+    assert main(["compare", str(tiny_run), str(other), "-o", str(tmp_path / "cmp")]) == 0
+    table = (tmp_path / "cmp" / "compare.md").read_text()
+    assert "| tiny |" not in table and "| vanilla |" in table and "| vae |" in table
+    assert "PCA (64 floats per token)" in table and "PCA (64 floats per token, shapes)" in table
+    assert (tmp_path / "cmp" / "compare.png").stat().st_size > 0
+
+
+def test_compare_says_which_run_has_no_eval(tmp_path, capsys):
+    assert main(["compare", str(tmp_path), "-o", str(tmp_path / "cmp")]) == 1
+    assert f"{tmp_path}: no eval.json" in capsys.readouterr().err

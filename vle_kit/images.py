@@ -1,0 +1,33 @@
+"""Image files in and out: read any image PIL can open at a model's size, write PNGs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torchvision.transforms.v2 import functional as TF
+
+from vle_kit.errors import VleKitError
+
+EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+
+
+def image_files(root: Path) -> list[Path]:
+    """Every image file under `root`, sorted."""
+    return sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in EXTENSIONS)
+
+
+def read_image(path: Path, size: int, channels: int = 3) -> torch.Tensor:
+    """(channels, size, size) uint8: resized on the short side, then centre-cropped."""
+    try:
+        with Image.open(path) as file:
+            image = TF.pil_to_tensor(file.convert("RGB" if channels == 3 else "L"))
+    except (OSError, UnidentifiedImageError) as e:
+        raise VleKitError(f"{path}: not a readable image ({e})") from None
+    return TF.center_crop(TF.resize(image, size, antialias=True), [size, size])
+
+
+def read_images(paths: list[Path], size: int, channels: int = 3) -> torch.Tensor:
+    return torch.stack([read_image(p, size, channels) for p in paths]) if paths else \
+        torch.empty(0, channels, size, size, dtype=torch.uint8)

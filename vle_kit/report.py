@@ -1,0 +1,216 @@
+"""Figures and pages from eval.json: the per-token curve, the token similarity matrix, the
+probe curves, one self-contained report.html per run, and the comparison of several runs."""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+from matplotlib.figure import Figure  # the object API: no GUI backend, nothing left open
+
+from vle_kit.errors import VleKitError
+
+
+def _save(fig: Figure, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def _mse_axes(fig: Figure, title: str):
+    ax = fig.subplots()
+    ax.set_yscale("log")
+    ax.set_xlabel("tokens k")
+    ax.set_ylabel("test MSE ([-1, 1] scale)")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    return ax
+
+
+def write_curve_plot(result: dict, title: str, path: Path) -> None:
+    fig = Figure(figsize=(6, 4))
+    ax = _mse_axes(fig, title)
+    k = result["tokens"]
+    ax.plot(k, result["vle"]["mse"], "o-", label="VLE, first k of K tokens")
+    ax.plot(k, result["vle_asked_k"]["mse"], "s--", label="VLE, asked for k tokens")
+    ax.plot(k, result["pca"]["mse"], "^:", label="PCA, same number of floats")
+    ax.legend()
+    _save(fig, path)
+
+
+def write_similarity_plot(result: dict, title: str, path: Path) -> None:
+    similarity = result["separation"]["similarity"]
+    fig = Figure(figsize=(4.5, 4))
+    ax = fig.subplots()
+    shown = ax.imshow(similarity["matrix"], vmin=-1, vmax=1, cmap="coolwarm")
+    k = len(similarity["matrix"])
+    ax.set_xticks(range(k), range(1, k + 1))
+    ax.set_yticks(range(k), range(1, k + 1))
+    ax.set_xlabel("token")
+    ax.set_ylabel("token")
+    ax.set_title(f"{title}: cosine similarity\nmean off-diagonal "
+                 f"{similarity['mean_off_diagonal']:.3f}")
+    fig.colorbar(shown, ax=ax)
+    _save(fig, path)
+
+
+def write_probe_plot(result: dict, title: str, path: Path) -> bool:
+    """Probe accuracy from the first k tokens vs PCA, per image label; False if none."""
+    labels = result["separation"].get("images", {})
+    if not labels:
+        return False
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    for name, probe in labels.items():
+        ax.plot(result["tokens"], probe["probe_tokens"], "o-", label=f"{name}: first k tokens")
+        ax.plot(result["tokens"], probe["probe_pca"], "^:", label=f"{name}: PCA, same floats")
+    ax.set_xlabel("tokens k")
+    ax.set_ylabel("linear probe test accuracy")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    _save(fig, path)
+    return True
+
+
+def curve_table(result: dict) -> str:
+    """Markdown table of every per-token number of one result."""
+    rows = ["| k | floats | MSE | PSNR dB | SSIM | improved | asked-k MSE | PCA MSE | PCA SSIM |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    vle, asked, pca = result["vle"], result["vle_asked_k"], result["pca"]
+    for i, k in enumerate(result["tokens"]):
+        rows.append(f"| {k} | {result['floats'][i]} | {vle['mse'][i]:.5f} | {vle['psnr'][i]:.2f} "
+                    f"| {vle['ssim'][i]:.3f} | {vle['improved'][i]:.1%} | {asked['mse'][i]:.5f} "
+                    f"| {pca['mse'][i]:.5f} | {pca['ssim'][i]:.3f} |")
+    return "\n".join(rows)
+
+
+def separation_table(result: dict) -> str:
+    """Markdown lines for the separation numbers of one result."""
+    sep = result["separation"]
+    lines = [f"Mean off-diagonal cosine similarity of an image's tokens: "
+             f"{sep['similarity']['mean_off_diagonal']:.3f}", ""]
+    objects = sep.get("objects", {})
+    labelled = {n: v for n, v in objects.items() if isinstance(v, dict)}
+    if objects:
+        lines += [f"Tokens that claim an object: {objects['tokens_on_objects']:.1%} "
+                  f"({objects['tokens']} tokens).", ""]
+    if labelled:
+        lines += ["| object label | tokens NMI | PCA NMI | tokens probe | PCA probe |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {n} | {v['tokens']['nmi']:.3f} | {v['pca']['nmi']:.3f} "
+                  f"| {v['tokens']['probe']:.3f} | {v['pca']['probe']:.3f} |"
+                  for n, v in labelled.items()]
+    for name, v in sep.get("images", {}).items():
+        lines += [f"| {name}: k | " + " | ".join(map(str, result["tokens"])) + " |",
+                  "|---" * (len(result["tokens"]) + 1) + "|",
+                  "| tokens probe | " + " | ".join(f"{a:.3f}" for a in v["probe_tokens"]) + " |",
+                  "| PCA probe | " + " | ".join(f"{a:.3f}" for a in v["probe_pca"]) + " |", "",
+                  f"k-means NMI, all tokens: {v['nmi_tokens']:.3f}; PCA: {v['nmi_pca']:.3f}"]
+    return "\n".join(lines)
+
+
+def _markdown_table_html(markdown: str) -> str:
+    """The few Markdown tables this module writes, as HTML; other lines become paragraphs."""
+    out, rows = [], []
+
+    def flush():
+        if rows:
+            head, *body = rows
+            out.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in head) + "</tr>"
+                       + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>"
+                                 for r in body) + "</table>")
+            rows.clear()
+
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            cells = [html.escape(c.strip()) for c in line.strip("|").split("|")]
+            if not all(set(c) <= {"-"} for c in cells):
+                rows.append(cells)
+            continue
+        flush()
+        if line.strip():
+            out.append(f"<p>{html.escape(line)}</p>")
+    flush()
+    return "\n".join(out)
+
+
+def _image(path: Path, caption: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+STYLE = """body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.2em .5em;
+text-align:right}pre{background:#f4f4f4;padding:1em;overflow:auto}
+img{image-rendering:pixelated;max-width:100%}figure{display:inline-block;margin:1em}"""
+
+
+def write_report(result: dict, recipe_text: str, title: str, folder: Path) -> Path:
+    """folder/report.html: one file, readable offline (images inlined), holding the recipe,
+    the numbers and every figure found in `folder`."""
+    figures = [("curve.png", "test MSE per token, beside PCA at equal floats"),
+               ("grid.png", "input, then the reconstruction after each token"),
+               ("masks.png", "input, then each token's mask and masked part"),
+               ("similarity.png", "cosine similarity of the tokens of one image, mean over images"),
+               ("probe.png", "linear probe accuracy from the first k tokens")]
+    body = [f"<h1>{html.escape(title)}</h1>",
+            f"<p>{result['test_images']} test images, {result['image']['height']} x "
+            f"{result['image']['width']} x {result['image']['channels']}; one token = "
+            f"{result['floats'][0]} floats.</p>",
+            "<h2>Reconstruction per token</h2>", _markdown_table_html(curve_table(result)),
+            "<h2>Token separation</h2>", _markdown_table_html(separation_table(result))]
+    if "masks" in result:
+        body += ["<h2>Masks</h2>", _markdown_table_html(
+            "| measure | value |\n|---|---|\n" + "\n".join(
+                f"| {k} | {v:.3f} |" for k, v in result["masks"].items()))]
+    body += ["<h2>Figures</h2>"] + [_image(folder / name, caption) for name, caption in figures
+                                    if (folder / name).is_file()]
+    body += ["<h2>Recipe</h2>", f"<pre>{html.escape(recipe_text)}</pre>"]
+    path = folder / "report.html"
+    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>"
+                    f"{html.escape(title)}</title><style>{STYLE}</style></head><body>"
+                    + "\n".join(body) + "</body></html>")
+    return path
+
+
+def compare(results: dict[str, dict], out: Path) -> str:
+    """Write out/compare.png (every run's per-token curve, PCA at each run's floats per token)
+    and out/compare.md; return the Markdown. Runs must share one image size."""
+    sizes = {name: tuple(r["image"].values()) for name, r in results.items()}
+    if len(set(sizes.values())) > 1:
+        listing = ", ".join(f"{n}: {c} x {h} x {w}" for n, (c, h, w) in sizes.items())
+        raise VleKitError(f"these runs were evaluated on images of different sizes ({listing}); "
+                          f"compare runs of one image size")
+    out.mkdir(parents=True, exist_ok=True)
+    fig = Figure(figsize=(7, 4.5))
+    ax = _mse_axes(fig, "test MSE after k tokens")
+    pca = {}  # one PCA curve per data set and token size, from the run with the most tokens
+    for name, r in results.items():
+        ax.plot(r["tokens"], r["vle"]["mse"], "o-", label=name)
+        key = (r.get("data", ""), r["floats"][0])
+        if key not in pca or len(r["tokens"]) > len(pca[key]["tokens"]):
+            pca[key] = r
+    pca_names = {key: f"PCA ({key[1]} floats per token{', ' + key[0] if key[0] else ''})"
+                 for key in pca}
+    for key, r in pca.items():
+        ax.plot(r["tokens"], r["pca"]["mse"], "k:", alpha=0.6, label=pca_names[key])
+    ax.legend(fontsize="small")
+    _save(fig, out / "compare.png")
+    k_max = max(len(r["tokens"]) for r in results.values())
+
+    def row(name: str, mse: list[float], similarity: str) -> str:
+        cells = [f"{m:.5f}" for m in mse] + [""] * (k_max - len(mse))
+        return f"| {name} | " + " | ".join(cells) + f" | {similarity} |"
+
+    lines = ["| run | " + " | ".join(f"k={k}" for k in range(1, k_max + 1))
+             + " | similarity |", "|---" * (k_max + 2) + "|"]
+    lines += [row(name, r["vle"]["mse"],
+                  f"{r['separation']['similarity']['mean_off_diagonal']:.3f}")
+              for name, r in results.items()]
+    lines += [row(pca_names[key], r["pca"]["mse"], "") for key, r in pca.items()]
+    markdown = "Test MSE after k tokens; similarity = mean off-diagonal cosine similarity of " \
+               "an image's tokens.\n\n" + "\n".join(lines) + "\n"
+    (out / "compare.md").write_text(markdown)
+    return markdown

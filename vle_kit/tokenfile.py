@@ -1,0 +1,42 @@
+"""Saved tokens: a safetensors file holding the K tokens of each image (and optionally the
+reconstruction after each token, and the masks a decoder needs), plus what made them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save
+
+from vle_kit.checkpoint import atomic
+from vle_kit.errors import VleKitError
+
+FORMAT = "vle_kit tokens 1"
+
+
+def save_tokens(path: Path, tensors: dict[str, torch.Tensor], *, run: Path, asked: int,
+                images: list[str]) -> None:
+    """Write `tensors` ("tokens" (N, K, c, s, s) and optional "recons", "masks") atomically.
+    `asked` is the K of the encoding; `images` names the N images."""
+    metadata = {"format": FORMAT, "run": str(Path(run).resolve()), "asked": str(asked),
+                "images": json.dumps(images)}
+    with atomic(Path(path)) as f:
+        f.write(save({k: v.contiguous().cpu() for k, v in tensors.items()}, metadata))
+
+
+def load_tokens(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """The tensors and metadata (run, asked, images) of a saved token file."""
+    try:
+        with safe_open(path, "pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+    except FileNotFoundError:
+        raise VleKitError(f"{path}: no such token file") from None
+    except (SafetensorError, OSError, ValueError) as e:
+        raise VleKitError(f"{path}: not a readable safetensors file ({e})") from None
+    if metadata.get("format") != FORMAT or "tokens" not in tensors:
+        raise VleKitError(f"{path}: not a vle_kit token file ({FORMAT})")
+    return tensors, {"run": Path(metadata["run"]), "asked": int(metadata["asked"]),
+                     "images": json.loads(metadata["images"])}
