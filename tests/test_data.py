@@ -59,7 +59,8 @@ def test_image_folder_too_small_or_missing(image_tree, tmp_path):
                                           r"\+ data.test = 20"):
         ImageFolderDataset(ImageFolderConfig(root=str(image_tree), train=16, test=4)).load("test")
     with pytest.raises(VleKitError, match="is not a folder"):
-        ImageFolderDataset(ImageFolderConfig(root=str(tmp_path / "no"), train=1, test=1)).load("train")
+        ImageFolderDataset(ImageFolderConfig(root=str(tmp_path / "no"), train=1,
+                                             test=1)).load("train")
 
 
 def test_image_folder_unreadable_file(image_tree):

@@ -64,9 +64,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args) -> int:
+    from vle_kit import distributed
     from vle_kit.recipe import load_recipe
     from vle_kit.runs import RunDir
-    from vle_kit.train import train
+    from vle_kit.train import select_device, train
 
     if (args.recipe is None) == (args.resume is None):
         raise VleKitError("give a recipe to start a run, or --resume RUN_DIR, not both")
@@ -75,10 +76,20 @@ def cmd_run(args) -> int:
         recipe, registry = load_recipe(run.recipe, args.overrides, args.plugins)
     else:
         recipe, registry = load_recipe(args.recipe, args.overrides, args.plugins)
-        run = RunDir.create(args.runs, recipe.recipe.name)
-    print(f"run directory: {run.path}", flush=True)
-    result = train(recipe, registry, run, resume=args.resume is not None,
-                   allow_changes=args.allow_changes)
+    distributed.start(select_device(recipe.train.device))  # under torchrun: join the job
+    try:
+        if not args.resume:  # rank 0 names the run directory; every rank uses it
+            run = RunDir(distributed.broadcast(RunDir.create(args.runs, recipe.recipe.name).path
+                                               if distributed.is_main() else None))
+        if distributed.is_main():
+            print(f"run directory: {run.path}" + (f" ({distributed.world()} ranks)"
+                                                  if distributed.active() else ""), flush=True)
+        result = train(recipe, registry, run, resume=args.resume is not None,
+                       allow_changes=args.allow_changes)
+    finally:
+        distributed.stop()
+    if not result:
+        return 0
     rows = zip(result["tokens"], result["vle"]["mse"], result["vle"]["psnr"], result["pca"]["mse"])
     print("tokens  test MSE  PSNR dB  PCA MSE")
     for k, mse, db, pca in rows:

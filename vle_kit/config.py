@@ -94,6 +94,8 @@ class TrainConfig:
     eval_images: int = attrs.field(default=200, validator=v.ge(1))  # test images scored per save
     on_nan: str = attrs.field(default="stop", validator=v.in_(("stop", "skip")))  # bad loss
     deterministic: bool = False  # deterministic kernels (GPU); CPU runs are exact regardless
+    bf16: bool = False  # bfloat16 autocast of the model on a GPU (the CPU stays in float32)
+    compile: bool = False  # torch.compile the model (one graph per K; slow first steps)
 
 
 @attrs.frozen(kw_only=True)

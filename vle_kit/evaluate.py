@@ -11,7 +11,7 @@ import torch
 from torchmetrics.functional.image import structural_similarity_index_measure
 from torchvision.utils import save_image
 
-from vle_kit import report, separation
+from vle_kit import distributed, report, separation
 from vle_kit.config import Recipe
 from vle_kit.decomposition import collapse_share, count_accuracy, fg_ari
 from vle_kit.interfaces import ImageSet
@@ -64,8 +64,11 @@ def encode_all(model: VLE, images: torch.Tensor, k: int, device: torch.device,
                objects: torch.Tensor | None = None, batch: int = 250) -> Encoded:
     """Encode uint8 images into k tokens each, scoring the reconstruction after every token.
     With objects (N, H, W), also what share of each token's mask (or part, without masks)
-    falls on each object."""
+    falls on each object. Under torchrun each rank encodes its share and all get the whole."""
     model.eval()
+    ids = None if objects is None else int(objects.max()) + 1
+    mine = distributed.shard(len(images))
+    images, objects = images[mine], None if objects is None else objects[mine]
     out_parts: dict[str, list] = {"tokens": [], "mse": [], "ssim": [], "masks": [], "claims": []}
     for start in range(0, len(images), batch):
         x = to_signed(images[start:start + batch]).to(device)
@@ -78,9 +81,9 @@ def encode_all(model: VLE, images: torch.Tensor, k: int, device: torch.device,
         if objects is not None:
             weights = out.parts.abs().mean(2) if out.masks is None else out.masks[:, :, 0]
             out_parts["claims"].append(separation.claims(weights.cpu(),
-                                                         objects[start:start + batch]))
+                                                         objects[start:start + batch], ids))
     joined = {name: torch.cat(parts) if parts else None for name, parts in out_parts.items()}
-    return Encoded(**joined)
+    return Encoded(**{name: distributed.gather(value) for name, value in joined.items()})
 
 
 def summary(mse: torch.Tensor, ssim: torch.Tensor) -> dict[str, list[float]]:
@@ -142,11 +145,13 @@ def evaluate(model: VLE, train_set: ImageSet, test_set: ImageSet, *, k_max: int,
     asked_mse = torch.stack([test.mse[:, 0]] + [a.mse[:, -1] for a in asked] + [test.mse[:, -1]],
                             1)
     asked_ssim = torch.stack([a.ssim[:, -1] for a in asked] + [test.ssim[:, -1]], 1)
+    probe_set = _head(train_set, probe_images)
+    probe = encode_all(model, probe_set.images, k_max, device, probe_set.objects)
+    if not distributed.is_main():  # the encodings were shared; the rest is rank 0's
+        return {}
     floats = [min(k * floats_per_token, test_set.images[0].numel()) for k in range(1, k_max + 1)]
     x = to_signed(test_set.images)
     pca = scores(x, pca_reconstructions(train_set.images, test_set.images, floats))
-    probe_set = _head(train_set, probe_images)
-    probe = encode_all(model, probe_set.images, k_max, device, probe_set.objects)
     c, h, w = test_set.images.shape[1:]
     result = {"tokens": list(range(1, k_max + 1)), "floats": floats,
               "test_images": len(test_set), "image": {"channels": c, "height": h, "width": w},
@@ -194,6 +199,8 @@ def write_evaluation(model: VLE, recipe: Recipe, train_set: ImageSet, test_set: 
     result = evaluate(model, train_set, test_set, k_max=recipe.eval_tokens,
                       floats_per_token=recipe.model.token.floats, device=device,
                       probe_images=recipe.eval.probe_images)
+    if not distributed.is_main():
+        return result
     result.update(recipe=recipe.recipe.name, data=recipe.data.use)
     folder.path.mkdir(parents=True, exist_ok=True)
     write_json(result, folder.eval_json)

@@ -7,9 +7,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
-import attrs
 import torch
 from torch import Tensor, nn
 
@@ -19,7 +19,7 @@ from vle_kit.interfaces import Combiner, Composer, Memory, SaliencyHead, State
 from vle_kit.layers import ResBlock, Up, conv3, level_widths
 
 
-@attrs.frozen
+@dataclasses.dataclass(frozen=True)  # not attrs: DistributedDataParallel looks into dataclasses
 class Output:
     tokens: Tensor  # (B, K, channels, size, size)
     parts: Tensor  # (B, K, C, H, W) what each token decodes to

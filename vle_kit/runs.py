@@ -67,8 +67,10 @@ def _step(line: str) -> int | None:
 class MetricsLog:
     """metrics.jsonl, one JSON object per row; rows past a resumed step are dropped."""
 
-    def __init__(self, path: Path, resume_step: int | None = None):
-        self.path = path
+    def __init__(self, path: Path, resume_step: int | None = None, enabled: bool = True):
+        self.path, self.file = path, None
+        if not enabled:  # a rank other than 0 under torchrun
+            return
         if resume_step is not None and path.exists():
             rows = [line for line in path.read_text().splitlines()
                     if _step(line) is not None and _step(line) <= resume_step]
@@ -76,8 +78,10 @@ class MetricsLog:
         self.file = path.open("a")
 
     def write(self, row: dict) -> None:
-        self.file.write(json.dumps(row) + "\n")
-        self.file.flush()
+        if self.file:
+            self.file.write(json.dumps(row) + "\n")
+            self.file.flush()
 
     def close(self) -> None:
-        self.file.close()
+        if self.file:
+            self.file.close()

@@ -29,10 +29,11 @@ def token_similarity(tokens: Tensor) -> dict:
     return {"matrix": matrix.tolist(), "mean_off_diagonal": off.item()}
 
 
-def claims(weights: Tensor, objects: Tensor) -> Tensor:
+def claims(weights: Tensor, objects: Tensor, ids: int | None = None) -> Tensor:
     """weights (N, K, H, W) >= 0 (a token's mask, or the size of its part) and objects (N, H, W)
-    -> (N, K, O + 1): the share of each token's weight on each object id (0 = background)."""
-    ids = int(objects.max()) + 1
+    -> (N, K, ids): the share of each token's weight on each object id (0 = background); ids
+    defaults to the largest id + 1."""
+    ids = int(objects.max()) + 1 if ids is None else ids
     onehot = torch.nn.functional.one_hot(objects, ids).to(weights.dtype)  # (N, H, W, O + 1)
     per_object = torch.einsum("nkhw,nhwo->nko", weights, onehot)
     return per_object / per_object.sum(2, keepdim=True).clamp_min(1e-12)

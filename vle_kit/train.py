@@ -13,9 +13,10 @@ from contextlib import contextmanager
 import attrs
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from vle_kit import checkpoint
+from vle_kit import checkpoint, distributed
 from vle_kit.config import Recipe
 from vle_kit.errors import VleKitError
 from vle_kit.evaluate import encode_all, to_signed, write_evaluation
@@ -121,7 +122,7 @@ class Trainer:
     def __init__(self, recipe: Recipe, registry: Registry, run: RunDir):
         self.recipe, self.registry, self.run = recipe, registry, run
         cfg = recipe.train
-        self.device = select_device(cfg.device)
+        self.device = distributed.start(select_device(cfg.device))
         if cfg.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
@@ -132,8 +133,20 @@ class Trainer:
         self.mask_losses = [
             (c.use, c.config, registry.get("mask_loss", c.use).factory(c.config))
             for c in recipe.mask_loss]
+        # a mask head's logits go unused at the last step (it takes what is left), so at K = 1
+        self.net = DistributedDataParallel(
+            self.model, find_unused_parameters=any(True for _ in self.model.saliency.parameters())
+        ) if distributed.active() else self.model
+        if cfg.compile:
+            torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit,
+                                                        2 * recipe.tokens.max)  # a graph per K
+            self.net = torch.compile(self.net)
+        self.bf16 = cfg.bf16 and self.device.type == "cuda"
+        if cfg.bf16 and not self.bf16 and distributed.is_main():
+            print("train.bf16: no GPU, training in float32", flush=True)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=0.0)
-        self.sampler = torch.Generator().manual_seed(cfg.seed)  # draws K and the batches
+        self.sampler = torch.Generator().manual_seed(cfg.seed)  # draws K
+        self.batches = distributed.EpochBatches(len(self.train_set), cfg.batch, cfg.seed)
         self.step = 0
         self.best = math.inf  # lowest test MSE seen at a checkpoint
 
@@ -175,6 +188,8 @@ class Trainer:
             measured["test_mse"] = mse = self.test_mse()
             improved = mse < self.best
             self.best = min(self.best, mse)
+        if not distributed.is_main():
+            return measured
         state = self.state()
         checkpoint.save(state, self.run.checkpoint)
         if score:
@@ -188,26 +203,30 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         cfg, tokens = self.recipe.train, self.recipe.tokens
         k = int(torch.randint(tokens.min, tokens.max + 1, (1,), generator=self.sampler))
-        idx = torch.randint(len(self.train_set), (cfg.batch,), generator=self.sampler)
-        x = to_signed(self.train_set.images[idx]).to(self.device, non_blocking=True)
-        self.model.train()
-        out = self.model(x, k, progress=self.step / cfg.steps)
-        per_step = (out.recons - x[:, None]).pow(2).mean(dim=(0, 2, 3, 4))  # (k,)
+        x = to_signed(self.train_set.images[self.batches(self.step)]).to(self.device,
+                                                                          non_blocking=True)
+        self.net.train()
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
+            out = self.net(x, k, progress=self.step / cfg.steps)
+        per_step = (out.recons.float() - x[:, None]).pow(2).mean(dim=(0, 2, 3, 4))  # (k,)
         terms = {"final": per_step[-1], "steps": per_step.mean()}
         loss = terms["final"] + cfg.step_loss * terms["steps"]
         if out.kl is not None:  # per image value, the scale of the MSE
-            terms["kl"] = out.kl.mean() / x[0].numel()
+            terms["kl"] = out.kl.float().mean() / x[0].numel()
             loss = loss + self.recipe.model.token.kl_weight * terms["kl"]
         for name, mcfg, mask_loss in self.mask_losses if out.masks is not None else ():
             ramp = min(1.0, (self.step + 1) / mcfg.warmup) if mcfg.warmup else 1.0
-            terms[name] = value = mask_loss(out.masks, x)
+            terms[name] = value = mask_loss(out.masks.float(), x)
             loss = loss + mcfg.weight * ramp * value
-        if not torch.isfinite(loss):
-            bad = ", ".join(f"{n}={v.item():.4g}" for n, v in terms.items())
+        # one host sync a step; under torchrun the means over ranks, so all ranks agree
+        total, *values = distributed.mean(torch.stack([loss, *terms.values()]).detach()).tolist()
+        logged = dict(zip(terms, values))
+        if not math.isfinite(total):
+            bad = ", ".join(f"{n}={v:.4g}" for n, v in logged.items())
             if cfg.on_nan == "skip":
                 self.step += 1
-                return {"k": k, "skipped": f"loss {loss.item()} ({bad})"}
-            raise VleKitError(f"step {self.step + 1}: the loss is {loss.item()} ({bad}); the last "
+                return {"k": k, "skipped": f"loss {total} ({bad})"}
+            raise VleKitError(f"step {self.step + 1}: the loss is {total} ({bad}); the last "
                               f"good checkpoint is {self.run.checkpoint} (train.on_nan = "
                               f"'skip' would skip such batches)")
         self.optimizer.zero_grad(set_to_none=True)
@@ -218,7 +237,7 @@ class Trainer:
             group["lr"] = learning_rate(self.step, cfg)
         self.optimizer.step()
         self.step += 1
-        return {"loss": loss.item(), "k": k, **{n: v.item() for n, v in terms.items()}}
+        return {"loss": total, "k": k, **logged}
 
     def evaluate(self) -> dict:
         return write_evaluation(self.model, self.recipe, self.train_set, self.test_set,
@@ -245,17 +264,21 @@ def stop_requests():
 
 def train(recipe: Recipe, registry: Registry, run: RunDir, resume: bool = False,
           allow_changes: bool = False) -> dict:
-    """Train (or continue) a run to recipe.train.steps, then evaluate it. Returns eval.json."""
-    checkpoint.clean_temporary(run.checkpoints)
+    """Train (or continue) a run to recipe.train.steps, then evaluate it. Returns eval.json
+    (under torchrun: on rank 0; the other ranks return {})."""
+    main = distributed.is_main()
+    if main:
+        checkpoint.clean_temporary(run.checkpoints)
     trainer = Trainer(recipe, registry, run)
     if resume:
         trainer.restore(checkpoint.load(run.checkpoint), allow_changes)
-    with checkpoint.atomic(run.recipe) as f:  # a kill must not leave half a recipe
-        f.write(dump_recipe(recipe).encode())
+    if main:
+        with checkpoint.atomic(run.recipe) as f:  # a kill must not leave half a recipe
+            f.write(dump_recipe(recipe).encode())
     cfg = recipe.train
-    log = MetricsLog(run.metrics, resume_step=trainer.step if resume else None)
-    bar = tqdm(total=cfg.steps, initial=trainer.step, desc=recipe.recipe.name, disable=None,
-               mininterval=1.0)
+    log = MetricsLog(run.metrics, resume_step=trainer.step if resume else None, enabled=main)
+    bar = tqdm(total=cfg.steps, initial=trainer.step, desc=recipe.recipe.name,
+               disable=None if main else True, mininterval=1.0)
     started = time.perf_counter()
     try:
         with stop_requests() as stop:
@@ -269,11 +292,11 @@ def train(recipe: Recipe, registry: Registry, run: RunDir, resume: bool = False,
                     bar.set_postfix(loss=f"{row.get('loss', math.nan):.4f}")
                 if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                     log.write({"step": step, **trainer.save()})
-                if stop["signal"]:
+                if distributed.any_rank(stop["signal"] is not None):
                     trainer.save(score=False)
-                    raise Interrupted(f"{stop['signal']} at step {step}: checkpoint saved "
-                                      f"to {run.checkpoint}; continue with "
-                                      f"`vle-kit run --resume {run.path}`")
+                    raise Interrupted(f"{stop['signal'] or 'a stop on another rank'} at step "
+                                      f"{step}: checkpoint saved to {run.checkpoint}; continue "
+                                      f"with `vle-kit run --resume {run.path}`")
     finally:
         bar.close()
         log.close()

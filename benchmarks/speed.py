@@ -1,0 +1,190 @@
+"""How fast vle_kit trains and encodes on this machine, and how close to its matmul rate.
+
+    python -m benchmarks [--recipes recipes/vanilla.toml ...] [--quick] [--set KEY=VALUE ...]
+
+For each recipe: training images per second at K = tokens.max, encoding images per second per
+token, peak memory, floating-point operations per training step (counted with
+torch.utils.flop_counter) and the rate they run at as a share of this machine's float32 matmul
+rate, measured in the same run. Then time per training step as K goes 1..16 and as the image
+size goes 32, 64, 128, and the framework's overhead against a hand-written one-shot loop of the
+same network. Prints tables; writes benchmarks/results/speed.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import attrs
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from vle_kit.config import TokensConfig
+from vle_kit.evaluate import to_signed
+from vle_kit.recipe import load_recipe
+from vle_kit.runs import RunDir
+from vle_kit.train import Trainer
+
+RESULTS = Path(__file__).parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+SMALL_DATA = ["data.train=512", "data.test=16"]  # the data are generated, not what is timed
+
+
+def matmul_rate(n: int = 1024, seconds: float = 2.0) -> float:
+    """float32 FLOP/s of a square matmul, the best of repeated timings."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best, end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        start = time.perf_counter()
+        a @ b
+        best = max(best, 2 * n**3 / (time.perf_counter() - start))
+    return best
+
+
+def timed(fn, repeats: int, warmup: int = 2) -> float:
+    """Median seconds of fn() over `repeats` calls, after `warmup` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def trainer_for(recipe_path: Path, overrides: list[str]) -> Trainer:
+    recipe, registry = load_recipe(recipe_path, SMALL_DATA + overrides)
+    return Trainer(recipe, registry, RunDir(Path(tempfile.mkdtemp())))
+
+
+def fixed_k(trainer: Trainer, k: int) -> Trainer:
+    """Make every training step of `trainer` draw K = k (the model is already built)."""
+    trainer.recipe = attrs.evolve(trainer.recipe, tokens=TokensConfig(min=k, max=k))
+    return trainer
+
+
+def train_step_flops(trainer: Trainer) -> int:
+    with FlopCounterMode(display=False) as counter:
+        trainer.train_step()
+    return counter.get_total_flops()
+
+
+def measure_recipe(path: Path, overrides: list[str], repeats: int, peak: float) -> dict:
+    trainer = trainer_for(path, overrides)
+    k, batch = trainer.recipe.tokens.max, trainer.recipe.train.batch
+    trainer = fixed_k(trainer, k)
+    step = timed(trainer.train_step, repeats)
+    flops = train_step_flops(trainer)
+    x = to_signed(trainer.test_set.images[:16].repeat(8, 1, 1, 1))  # 128 images
+    model = trainer.model.eval()
+
+    def encode():
+        with torch.no_grad():
+            model(x, k)
+
+    encode_s = timed(encode, repeats)
+    return {"recipe": path.stem, "tokens": k, "batch": batch,
+            "train_images_per_s": batch / step, "train_step_s": step,
+            "encode_images_per_s_per_token": len(x) * k / encode_s,
+            "flops_per_step": flops, "flop_rate": flops / step, "share_of_matmul": flops / step
+            / peak, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def scaling(path: Path, overrides: list[str], repeats: int) -> dict:
+    """Seconds per training step as K and as the image size grow."""
+    per_k = {}
+    for k in (1, 2, 4, 8, 16):
+        trainer = fixed_k(trainer_for(path, overrides + [f"tokens.max={k}"]), k)
+        per_k[k] = timed(trainer.train_step, repeats)
+    per_size = {}
+    for size in (32, 64, 128):
+        trainer = fixed_k(trainer_for(path, overrides + [f"data.size={size}"]), 8)
+        per_size[size] = timed(trainer.train_step, max(2, repeats // 2))
+    return {"seconds_per_step_by_k": per_k, "seconds_per_step_by_size": per_size}
+
+
+def hand_written_step(trainer: Trainer):
+    """The same network as a plain one-shot autoencoder: no composer, memory, FiLM, saliency,
+    combiner or plug-in in the way; the same data, loss, clipping and optimiser."""
+    m, cfg, optimizer = trainer.model, trainer.recipe.train, trainer.optimizer
+    generator = torch.Generator().manual_seed(0)
+
+    def step():
+        idx = torch.randint(len(trainer.train_set), (cfg.batch,), generator=generator)
+        x = to_signed(trainer.train_set.images[idx])
+        m.train()
+        recon = m.decoder(m.to_token(m.body(m.stem(x))))
+        loss = (recon - x).pow(2).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(m.parameters(), cfg.grad_clip)
+        optimizer.step()
+        loss.item()
+
+    return step
+
+
+def overhead(path: Path, overrides: list[str], repeats: int) -> dict:
+    """vle_kit with K = 1 against hand_written_step, alternating to share machine noise."""
+    trainer = fixed_k(trainer_for(path, overrides + ["model.memory={use='none'}",
+                                                     "tokens.max=1"]), 1)
+    plain = hand_written_step(trainer)
+    framework, hand = [], []
+    for _ in range(3):
+        framework.append(timed(trainer.train_step, repeats))
+        hand.append(timed(plain, repeats))
+    f, h = min(framework), min(hand)
+    return {"vle_kit_s": f, "hand_written_s": h, "overhead": f / h - 1}
+
+
+def linearity(per: dict) -> str:
+    keys = sorted(per, key=float)
+    first, last = keys[0], keys[-1]
+    grow = (per[last] / per[first]) / (float(last) / float(first))
+    return f"{per[last] / per[first]:.1f}x time for {float(last) / float(first):.0f}x more " \
+           f"({grow:.2f} of linear)"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--recipes", nargs="+", type=Path,
+                   default=[ROOT / "recipes" / f"{r}.toml" for r in
+                            ("vanilla", "inherent", "saliency", "constructor")])
+    p.add_argument("--quick", action="store_true", help="fewer repeats (a smoke test)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = p.parse_args(argv)
+    repeats = 3 if args.quick else 10
+    torch.manual_seed(0)
+    peak = matmul_rate(seconds=0.5 if args.quick else 2.0)
+    print(f"float32 matmul rate: {peak / 1e9:.1f} GFLOP/s on {torch.get_num_threads()} threads")
+    rows = [measure_recipe(r, args.overrides, repeats, peak) for r in args.recipes]
+    print("\n| recipe | K | train img/s | encode img/s per token | GFLOP/step | GFLOP/s "
+          "| share of matmul | peak RSS MB |\n|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['recipe']} | {r['tokens']} | {r['train_images_per_s']:.1f} "
+              f"| {r['encode_images_per_s_per_token']:.0f} | {r['flops_per_step'] / 1e9:.2f} "
+              f"| {r['flop_rate'] / 1e9:.1f} | {r['share_of_matmul']:.1%} "
+              f"| {r['peak_rss_mb']:.0f} |")
+    scale = scaling(args.recipes[0], args.overrides, max(2, repeats // 2))
+    print(f"\nseconds per training step ({args.recipes[0].stem}):")
+    for name, per in scale.items():
+        print(f"  {name}: " + ", ".join(f"{k}: {v:.3f}" for k, v in per.items())
+              + f"  -> {linearity(per)}")
+    over = overhead(args.recipes[0], args.overrides, repeats)
+    print(f"\nframework overhead, K = 1, no memory: vle_kit {over['vle_kit_s'] * 1e3:.1f} ms, "
+          f"hand-written {over['hand_written_s'] * 1e3:.1f} ms: {over['overhead']:+.1%}")
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / "speed.json"
+    out.write_text(json.dumps({"machine": platform.processor() or platform.machine(),
+                               "threads": torch.get_num_threads(), "torch": torch.__version__,
+                               "matmul_flop_rate": peak, "recipes": rows, **scale,
+                               "overhead": over, "overrides": args.overrides}, indent=2))
+    print(f"wrote {out}")
