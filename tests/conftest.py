@@ -36,3 +36,42 @@ def image_tree(tmp_path) -> Path:
             pixels = rng.integers(0, 256, (20 + i, 24, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(root / cls / f"{i}.png")
     return root
+
+
+@pytest.fixture
+def cifar10_root(tmp_path, monkeypatch) -> Path:
+    """CIFAR-10's python layout with 5 + 5 + 5 + 5 + 5 training and 4 test images. The real
+    files' checksums cannot match, so torchvision's check of them is skipped."""
+    import pickle
+
+    import numpy as np
+    from torchvision.datasets import cifar
+
+    folder = tmp_path / "cifar" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name, n in [(f"data_batch_{i}", 5) for i in range(1, 6)] + [("test_batch", 4)]:
+        batch = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                 "labels": rng.integers(0, 10, n).tolist()}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": list("abcdefghij")}))
+    monkeypatch.setattr(cifar, "check_integrity", lambda path, md5=None: Path(path).is_file())
+    return folder.parent
+
+
+@pytest.fixture
+def mnist_root(tmp_path) -> Path:
+    """MNIST's raw IDX files with 8 training and 4 test images."""
+    import numpy as np
+
+    raw = tmp_path / "mnist" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("t10k", 4)):
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        (raw / f"{split}-images-idx3-ubyte").write_bytes(
+            np.array([0x803, n, 28, 28], dtype=">i4").tobytes() + images.tobytes())
+        (raw / f"{split}-labels-idx1-ubyte").write_bytes(
+            np.array([0x801, n], dtype=">i4").tobytes()
+            + rng.integers(0, 10, n, dtype=np.uint8).tobytes())
+    return tmp_path / "mnist"

@@ -17,8 +17,9 @@ def test_model_part_contract(slot, name):
 
 
 @pytest.mark.parametrize("name", REGISTRY.names("dataset"))
-def test_dataset_contract(vanilla, tmp_path, name, image_tree):
-    extra = {"image_folder": [f"data.root='{image_tree}'"]}.get(name, [])
+def test_dataset_contract(vanilla, name, request):
+    roots = {"image_folder": "image_tree", "cifar10": "cifar10_root", "mnist": "mnist_root"}
+    extra = [f"data.root='{request.getfixturevalue(roots[name])}'"] if name in roots else []
     recipe, registry = load_recipe(vanilla, TINY + [f"data.use='{name}'", "data.train=6",
                                                     "data.test=3"] + extra)
     dataset = registry.get("dataset", name).factory(recipe.data.config)

@@ -92,3 +92,47 @@ def test_a_split_larger_than_the_set_is_refused():
 def test_colour_images_cannot_become_grey():
     with pytest.raises(VleKitError, match="3 channels per image, the model takes 1"):
         shapes().load("test").with_channels(1)
+
+
+def test_cifar10_and_mnist_read_local_files_with_their_labels(cifar10_root, mnist_root):
+    from vle_kit_plugins.data_cifar10 import Cifar10Dataset
+    from vle_kit_plugins.data_mnist import MnistDataset
+
+    cifar = Cifar10Dataset(Cifar10Dataset.Config(root=str(cifar10_root), size=32, train=25,
+                                                 test=4))
+    train = cifar.load("train")
+    assert train.images.shape == (25, 3, 32, 32) and train.labels["class"].shape == (25, 1)
+    mnist = MnistDataset(MnistDataset.Config(root=str(mnist_root), size=16, train=8, test=4))
+    test = mnist.load("test")
+    assert test.images.shape == (4, 1, 16, 16) and test.images.dtype == torch.uint8
+    assert 0 <= int(test.labels["class"].min()) and int(test.labels["class"].max()) <= 9
+
+
+def test_missing_torchvision_files_say_where_they_go(tmp_path):
+    from vle_kit_plugins.data_cifar10 import Cifar10Dataset
+
+    with pytest.raises(VleKitError, match=r"no CIFAR-10 in .*nothing is downloaded: put the "
+                                          r"folder cifar-10-batches-py/"):
+        Cifar10Dataset(Cifar10Dataset.Config(root=str(tmp_path))).load("train")
+
+
+def test_asking_for_more_images_than_a_split_holds(mnist_root):
+    from vle_kit_plugins.data_mnist import MnistDataset
+
+    with pytest.raises(VleKitError, match="data.train: MNIST's train split holds 8 images, "
+                                          "the recipe asks for 20000"):
+        MnistDataset(MnistDataset.Config(root=str(mnist_root))).load("train")
+
+
+def test_the_cifar10_recipe_trains_on_a_local_copy(cifar10_root, tmp_path):
+    from conftest import ROOT, TINY
+
+    from vle_kit.recipe import load_recipe
+    from vle_kit.runs import RunDir
+    from vle_kit.train import train
+
+    recipe, registry = load_recipe(ROOT / "recipes" / "cifar10.toml", TINY + [
+        f"data.root='{cifar10_root}'", "data.train=25", "data.test=4", "train.steps=2"])
+    result = train(recipe, registry, RunDir.create(tmp_path, "cifar"))
+    assert result["image"] == {"channels": 3, "height": 16, "width": 16}
+    assert "class" in result["separation"]["images"]

@@ -1,0 +1,20 @@
+"""`mnist`: torchvision's MNIST (28 x 28 grey digits, 10 classes) from a local copy."""
+
+from torchvision.datasets import MNIST
+
+from vle_kit import hookimpl
+from vle_kit.torchvision_data import TorchvisionDataset
+
+
+class MnistDataset(TorchvisionDataset):
+    name = "MNIST"
+    layout = ("MNIST/raw/ holding train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+              "t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (un-gzipped)")
+
+    def make(self, root, train):
+        return MNIST(root, train=train, download=False)
+
+
+@hookimpl
+def register_datasets(register):
+    register("mnist", MnistDataset)
