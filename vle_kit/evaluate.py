@@ -53,18 +53,21 @@ class Encoded:
     """One K-token encoding of a set of images, per image."""
 
     tokens: torch.Tensor  # (N, K, channels, size, size)
-    mse: torch.Tensor  # (N, K + 1) after 0..K tokens
-    ssim: torch.Tensor  # (N, K) after 1..K tokens
+    mse: torch.Tensor | None  # (N, K + 1) after 0..K tokens
+    ssim: torch.Tensor | None  # (N, K) after 1..K tokens
     masks: torch.Tensor | None  # (N, K, H, W)
     claims: torch.Tensor | None  # (N, K, O + 1) share of each token on each object id
 
 
 @torch.no_grad()
 def encode_all(model: VLE, images: torch.Tensor, k: int, device: torch.device,
-               objects: torch.Tensor | None = None, batch: int = 250) -> Encoded:
-    """Encode uint8 images into k tokens each, scoring the reconstruction after every token.
-    With objects (N, H, W), also what share of each token's mask (or part, without masks)
-    falls on each object. Under torchrun each rank encodes its share and all get the whole."""
+               objects: torch.Tensor | None = None, batch: int = 250,
+               score: str = "all") -> Encoded:
+    """Encode uint8 images into k tokens each, scoring the reconstruction after every token
+    (score="all"), only after the last (mse then holds zero tokens and k), or not at all
+    ("none"). With objects (N, H, W), also what share of each token's mask (or part, without
+    masks) falls on each object. Under torchrun each rank encodes its share; all get the
+    whole."""
     model.eval()
     ids = None if objects is None else int(objects.max()) + 1
     mine = distributed.shard(len(images))
@@ -73,8 +76,10 @@ def encode_all(model: VLE, images: torch.Tensor, k: int, device: torch.device,
     for start in range(0, len(images), batch):
         x = to_signed(images[start:start + batch]).to(device)
         out = model(x, k)
-        for name, value in scores(x, out.recons).items():
-            out_parts[name].append(value.cpu())
+        if score != "none":
+            scored = scores(x, out.recons if score == "all" else out.recons[:, -1:])
+            for name, value in scored.items():
+                out_parts[name].append(value.cpu())
         out_parts["tokens"].append(out.tokens.cpu())
         if out.masks is not None:
             out_parts["masks"].append(out.masks[:, :, 0].cpu())
@@ -141,12 +146,13 @@ def evaluate(model: VLE, train_set: ImageSet, test_set: ImageSet, *, k_max: int,
     VLE asked for exactly k tokens, PCA; token separation; for models with masks, how they
     split the scenes."""
     test = encode_all(model, test_set.images, k_max, device, test_set.objects)
-    asked = [encode_all(model, test_set.images, k, device) for k in range(1, k_max)]
+    asked = [encode_all(model, test_set.images, k, device, score="last")
+             for k in range(1, k_max)]
     asked_mse = torch.stack([test.mse[:, 0]] + [a.mse[:, -1] for a in asked] + [test.mse[:, -1]],
                             1)
     asked_ssim = torch.stack([a.ssim[:, -1] for a in asked] + [test.ssim[:, -1]], 1)
     probe_set = _head(train_set, probe_images)
-    probe = encode_all(model, probe_set.images, k_max, device, probe_set.objects)
+    probe = encode_all(model, probe_set.images, k_max, device, probe_set.objects, score="none")
     if not distributed.is_main():  # the encodings were shared; the rest is rank 0's
         return {}
     floats = [min(k * floats_per_token, test_set.images[0].numel()) for k in range(1, k_max + 1)]

@@ -177,8 +177,8 @@ class Trainer:
     def test_mse(self) -> float:
         """Test MSE after tokens.max tokens on the first train.eval_images test images."""
         images = self.test_set.images[:self.recipe.train.eval_images]
-        return encode_all(self.model, images, self.recipe.tokens.max, self.device).mse[:, -1] \
-            .mean().item()
+        return encode_all(self.model, images, self.recipe.tokens.max, self.device,
+                          score="last").mse[:, -1].mean().item()
 
     def save(self, score: bool = True) -> dict:
         """Write last.pt; on a scheduled save also a numbered copy (keeping train.keep) and,
