@@ -119,7 +119,8 @@ def hand_written_step(trainer: Trainer):
 
     def step():
         idx = torch.randint(len(trainer.train_set), (cfg.batch,), generator=generator)
-        x = to_signed(trainer.train_set.images[idx])
+        x = to_signed(trainer.train_set.images[idx]).contiguous(
+            memory_format=trainer.memory_format)
         m.train()
         recon = m.decoder(m.to_token(m.body(m.stem(x))))
         loss = (recon - x).pow(2).mean()
@@ -145,12 +146,12 @@ def overhead(path: Path, overrides: list[str], repeats: int) -> dict:
     return {"vle_kit_s": f, "hand_written_s": h, "overhead": f / h - 1}
 
 
-def linearity(per: dict) -> str:
-    keys = sorted(per, key=float)
-    first, last = keys[0], keys[-1]
-    grow = (per[last] / per[first]) / (float(last) / float(first))
-    return f"{per[last] / per[first]:.1f}x time for {float(last) / float(first):.0f}x more " \
-           f"({grow:.2f} of linear)"
+def growth(per: dict, exponent: int) -> str:
+    """Time ratio between consecutive entries beside the ratio of work, (b / a) ** exponent:
+    K for exponent 1, pixels (size squared) for exponent 2."""
+    keys = sorted(per)
+    return ", ".join(f"{a}->{b}: {per[b] / per[a]:.2f}x time for {(b / a) ** exponent:.0f}x work"
+                     for a, b in zip(keys[:-1], keys[1:]))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -175,9 +176,9 @@ def main(argv: list[str] | None = None) -> None:
               f"| {r['peak_rss_mb']:.0f} |")
     scale = scaling(args.recipes[0], args.overrides, max(2, repeats // 2))
     print(f"\nseconds per training step ({args.recipes[0].stem}):")
-    for name, per in scale.items():
+    for (name, per), exponent in zip(scale.items(), (1, 2)):
         print(f"  {name}: " + ", ".join(f"{k}: {v:.3f}" for k, v in per.items())
-              + f"  -> {linearity(per)}")
+              + f"\n    {growth(per, exponent)}")
     over = overhead(args.recipes[0], args.overrides, repeats)
     print(f"\nframework overhead, K = 1, no memory: vle_kit {over['vle_kit_s'] * 1e3:.1f} ms, "
           f"hand-written {over['hand_written_s'] * 1e3:.1f} ms: {over['overhead']:+.1%}")

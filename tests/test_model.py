@@ -1,5 +1,6 @@
 """The engine: the loop's outputs, and what the combiner and conditioning promise."""
 
+import pytest
 import torch
 from conftest import TINY
 
@@ -82,3 +83,19 @@ def test_more_tokens_than_trained_reuse_the_last_conditioning(vanilla):
     model, _ = tiny_model(vanilla)  # tokens.max = 3
     out = model(torch.zeros(1, 3, 16, 16), 6)
     assert out.recons.shape[1] == 6 and torch.isfinite(out.recons).all()
+
+
+def test_channels_last_trains_to_the_same_weights(vanilla, tmp_path):
+    from vle_kit.runs import RunDir
+    from vle_kit.train import Trainer
+
+    trained = []
+    for channels_last in (False, True):
+        recipe, registry = load_recipe(vanilla, TINY + [f"train.channels_last={channels_last}"
+                                                        .lower()])
+        trainer = Trainer(recipe, registry, RunDir(tmp_path))
+        losses = [trainer.train_step()["loss"] for _ in range(3)]
+        trained.append((losses, trainer.model.state_dict()))
+    (plain_losses, plain), (fast_losses, fast) = trained
+    assert plain_losses == pytest.approx(fast_losses, rel=1e-5)
+    assert max((plain[k] - fast[k]).abs().max().item() for k in plain) < 1e-5

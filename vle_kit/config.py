@@ -96,6 +96,7 @@ class TrainConfig:
     deterministic: bool = False  # deterministic kernels (GPU); CPU runs are exact regardless
     bf16: bool = False  # bfloat16 autocast of the model on a GPU (the CPU stays in float32)
     compile: bool = False  # torch.compile the model (one graph per K; slow first steps)
+    channels_last: bool = True  # NHWC tensors: faster convolutions on CPU and GPU, same results
 
 
 @attrs.frozen(kw_only=True)

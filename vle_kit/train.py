@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 import random
@@ -29,6 +30,19 @@ from vle_kit.runs import MetricsLog, RunDir
 
 class Interrupted(VleKitError):
     """The user asked the run to stop; a checkpoint was saved."""
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc keep freed large blocks for reuse instead of unmapping them: a training step
+    frees and re-allocates the same large activations, and mapping them afresh costs page
+    faults (2.2x the step time at 128 x 128 images, benchmarks/speed.py). Linux glibc only;
+    returns whether it took effect."""
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    trim_threshold, mmap_threshold = -1, -3  # malloc.h's M_TRIM_THRESHOLD, M_MMAP_THRESHOLD
+    return bool(mallopt(mmap_threshold, 2**30)) and bool(mallopt(trim_threshold, 2**34))
 
 
 def select_device(name: str) -> torch.device:
@@ -130,6 +144,10 @@ class Trainer:
         dataset = registry.get("dataset", recipe.data.use).factory(recipe.data.config)
         self.train_set, self.test_set = dataset.load("train"), dataset.load("test")
         self.model = build_model(recipe, registry, self.train_set.images.shape[1]).to(self.device)
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.model.to(memory_format=self.memory_format)
+        if self.device.type == "cpu":
+            keep_freed_memory()
         self.mask_losses = [
             (c.use, c.config, registry.get("mask_loss", c.use).factory(c.config))
             for c in recipe.mask_loss]
@@ -203,8 +221,8 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         cfg, tokens = self.recipe.train, self.recipe.tokens
         k = int(torch.randint(tokens.min, tokens.max + 1, (1,), generator=self.sampler))
-        x = to_signed(self.train_set.images[self.batches(self.step)]).to(self.device,
-                                                                          non_blocking=True)
+        x = to_signed(self.train_set.images[self.batches(self.step)]).to(
+            self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         self.net.train()
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
             out = self.net(x, k, progress=self.step / cfg.steps)
