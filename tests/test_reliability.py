@@ -8,7 +8,7 @@ import time
 import pytest
 import tomli_w
 from conftest import TINY
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from test_cli import only_run, sets, vle_kit
 
@@ -193,6 +193,7 @@ tables = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
 
 
 @given(st.dictionaries(st.sampled_from(KEYS), tables, max_size=6))
+@example(table={"recipe": {"\n": 0}})  # a key's newline once split its line in two
 def test_random_recipes_only_ever_raise_recipe_errors(table):
     try:
         validate(table, REGISTRY)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 import re
 import tomllib
 import typing
@@ -126,6 +127,8 @@ def _cross_checks(recipe: Recipe) -> list[str]:
 def _join(path: str, key: str | int) -> str:
     if isinstance(key, int):
         return f"{path}[{key}]"
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", key):
+        key = json.dumps(key)  # as TOML quotes it: a newline in a key stays on one line
     return f"{path}.{key}" if path else key
 
 
