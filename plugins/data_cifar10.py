@@ -7,12 +7,10 @@ from vle_kit.torchvision_data import TorchvisionDataset
 
 
 class Cifar10Dataset(TorchvisionDataset):
+    source = CIFAR10
     name = "CIFAR-10"
     layout = ("the folder cifar-10-batches-py/ (data_batch_1..5, test_batch, batches.meta) "
               "from https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz, extracted")
-
-    def make(self, root, train):
-        return CIFAR10(root, train=train, download=False)
 
 
 @hookimpl

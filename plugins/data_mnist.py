@@ -7,12 +7,10 @@ from vle_kit.torchvision_data import TorchvisionDataset
 
 
 class MnistDataset(TorchvisionDataset):
+    source = MNIST
     name = "MNIST"
     layout = ("MNIST/raw/ holding train-images-idx3-ubyte, train-labels-idx1-ubyte, "
               "t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (un-gzipped)")
-
-    def make(self, root, train):
-        return MNIST(root, train=train, download=False)
 
 
 @hookimpl

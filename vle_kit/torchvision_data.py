@@ -19,21 +19,19 @@ class LocalRootConfig(DataConfig):
 
 
 class TorchvisionDataset(Dataset):
-    """A torchvision data set read from `root` with download=False. Subclasses name it, give
-    the layout it expects and build it; the first data.train / data.test images of its own
+    """A torchvision data set read from `root` with download=False. Subclasses give its class,
+    its name and the layout it expects; the first data.train / data.test images of its own
     train / test splits are used, resized to data.size."""
 
     Config: ClassVar[type] = LocalRootConfig
+    source: ClassVar[type]  # the torchvision class, e.g. torchvision.datasets.MNIST
     name: ClassVar[str]
     layout: ClassVar[str]  # what to put under root, for the message when it is missing
-
-    def make(self, root: str, train: bool):
-        raise NotImplementedError
 
     def load(self, split: str) -> ImageSet:
         cfg = self.cfg
         try:
-            data = self.make(cfg.root, train=split == "train")
+            data = self.source(cfg.root, train=split == "train", download=False)
         except RuntimeError:  # torchvision's own message offers a download; we never do
             raise VleKitError(f"data.root: no {self.name} in {cfg.root} (missing or "
                               f"corrupt files); nothing is downloaded: put {self.layout} "
