@@ -171,7 +171,8 @@ def cmd_encode(args) -> int:
     from vle_kit.train import load_run
 
     trained = load_run(args.run, device=args.device)
-    model, k = trained.model, args.tokens or trained.recipe.tokens.max
+    model = trained.model
+    k = trained.recipe.tokens.max if args.tokens is None else args.tokens
     if k < 1:
         raise VleKitError(f"--tokens: must be at least 1, got {k}")
     files = [f for p in args.images for f in (image_files(p) if p.is_dir() else [p])]
@@ -196,6 +197,8 @@ def cmd_encode(args) -> int:
 
 
 def cmd_decode(args) -> int:
+    from collections import Counter
+
     from torchvision.utils import save_image
 
     from vle_kit.tokenfile import load_tokens
@@ -204,7 +207,7 @@ def cmd_decode(args) -> int:
     tensors, meta = load_tokens(args.tokens_file)
     trained = load_run(args.run or meta["run"], device=args.device)
     saved = tensors["tokens"].shape[1]
-    j = args.tokens or saved
+    j = saved if args.tokens is None else args.tokens
     if not 1 <= j <= saved:
         raise VleKitError(f"--tokens: the file holds {saved} tokens per image, got {j}")
     masks = tensors.get("masks")
@@ -212,8 +215,9 @@ def cmd_decode(args) -> int:
                                None if masks is None else masks[:, :j].to(trained.device))
     args.out.mkdir(parents=True, exist_ok=True)
     names = [Path(p).stem for p in meta["images"]]
+    repeated = {n for n, count in Counter(names).items() if count > 1}
     for i, recon in enumerate(out.recons[:, -1]):
-        stem = names[i] if names.count(names[i]) == 1 else f"{i:05d}_{names[i]}"
+        stem = f"{i:05d}_{names[i]}" if names[i] in repeated else names[i]
         save_image((recon.clamp(-1, 1) + 1) / 2, args.out / f"{stem}.png")
     print(f"wrote {len(names)} images decoded from {j} of {saved} tokens to {args.out}")
     return 0

@@ -112,8 +112,8 @@ class VLE(nn.Module):
             raise VleKitError(f"the '{type(self.saliency).__name__}' saliency head looks at the "
                               f"image, so its masks must be saved with the tokens to decode them")
         j = tokens.shape[1]
-        if j > k:
-            raise VleKitError(f"{j} tokens given, but the encoding was of {k}")
+        if not 1 <= j <= k:
+            raise VleKitError(f"{j} tokens given; decoding takes 1 to the {k} of the encoding")
         state = State.start(tokens.new_zeros(len(tokens), *self.image_shape), k)
         parts, recons = [], []
         for t in range(j):
