@@ -1,6 +1,7 @@
 """How fast vle_kit trains and encodes on this machine, and how close to its matmul rate.
 
     python -m benchmarks [--recipes recipes/vanilla.toml ...] [--quick] [--set KEY=VALUE ...]
+                         [--out DIR]
 
 For each recipe: training images per second at K = tokens.max, encoding images per second per
 token, peak memory, floating-point operations per training step (counted with
@@ -161,6 +162,7 @@ def main(argv: list[str] | None = None) -> None:
                             ("vanilla", "inherent", "saliency", "constructor")])
     p.add_argument("--quick", action="store_true", help="fewer repeats (a smoke test)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--out", type=Path, default=RESULTS, help="where speed.json goes")
     args = p.parse_args(argv)
     repeats = 3 if args.quick else 10
     torch.manual_seed(0)
@@ -182,8 +184,8 @@ def main(argv: list[str] | None = None) -> None:
     over = overhead(args.recipes[0], args.overrides, repeats)
     print(f"\nframework overhead, K = 1, no memory: vle_kit {over['vle_kit_s'] * 1e3:.1f} ms, "
           f"hand-written {over['hand_written_s'] * 1e3:.1f} ms: {over['overhead']:+.1%}")
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "speed.json"
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / "speed.json"
     out.write_text(json.dumps({"machine": platform.processor() or platform.machine(),
                                "threads": torch.get_num_threads(), "torch": torch.__version__,
                                "matmul_flop_rate": peak, "recipes": rows, **scale,

@@ -1,0 +1,28 @@
+"""The speed benchmark runs end to end on a tiny model and writes every number it prints."""
+
+import json
+
+import pytest
+from conftest import ROOT
+
+from benchmarks.speed import growth, main
+
+pytestmark = pytest.mark.slow
+
+
+def test_speed_benchmark_writes_every_measure(tmp_path, capsys):
+    main(["--quick", "--recipes", str(ROOT / "recipes" / "vanilla.toml"), "--out", str(tmp_path),
+          "--set", "model.width=8", "--set", "model.memory.hidden=4", "--set", "train.batch=4"])
+    result = json.loads((tmp_path / "speed.json").read_text())
+    (row,) = result["recipes"]
+    assert row["flops_per_step"] > 0 and row["train_images_per_s"] > 0
+    assert 0 < row["share_of_matmul"] and row["peak_rss_mb"] > 0
+    assert sorted(map(int, result["seconds_per_step_by_k"])) == [1, 2, 4, 8, 16]
+    assert sorted(map(int, result["seconds_per_step_by_size"])) == [32, 64, 128]
+    assert result["overhead"]["hand_written_s"] > 0
+    assert "framework overhead" in capsys.readouterr().out
+
+
+def test_growth_compares_time_with_work():
+    assert growth({1: 1.0, 2: 2.0}, 1) == "1->2: 2.00x time for 2x work"
+    assert growth({32: 1.0, 64: 3.0}, 2) == "32->64: 3.00x time for 4x work"
