@@ -89,8 +89,9 @@ def load_run(path, overrides: list[str] = (), plugins: list[str] = (), data: str
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:
+        lines = str(e).strip().splitlines()
         raise VleKitError(f"{run.checkpoint}: does not fit the model of {run.recipe} "
-                          f"({str(e).splitlines()[1].strip()})") from None
+                          f"({lines[min(1, len(lines) - 1)].strip()})") from None
     return TrainedRun(run, recipe, registry, model.to(chosen).eval(), chosen)
 
 
@@ -152,9 +153,9 @@ class Trainer:
             (c.use, c.config, registry.get("mask_loss", c.use).factory(c.config))
             for c in recipe.mask_loss]
         # a mask head's logits go unused at the last step (it takes what is left), so at K = 1
-        self.net = DistributedDataParallel(
-            self.model, find_unused_parameters=any(True for _ in self.model.saliency.parameters())
-        ) if distributed.active() else self.model
+        head_has_weights = bool(list(self.model.saliency.parameters()))
+        self.net = DistributedDataParallel(self.model, find_unused_parameters=head_has_weights) \
+            if distributed.active() else self.model
         if cfg.compile:
             torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit,
                                                         2 * recipe.tokens.max)  # a graph per K
@@ -284,10 +285,10 @@ def train(recipe: Recipe, registry: Registry, run: RunDir, resume: bool = False,
           allow_changes: bool = False) -> dict:
     """Train (or continue) a run to recipe.train.steps, then evaluate it. Returns eval.json
     (under torchrun: on rank 0; the other ranks return {})."""
+    trainer = Trainer(recipe, registry, run)  # joins the torchrun job, if any
     main = distributed.is_main()
     if main:
         checkpoint.clean_temporary(run.checkpoints)
-    trainer = Trainer(recipe, registry, run)
     if resume:
         trainer.restore(checkpoint.load(run.checkpoint), allow_changes)
     if main:
