@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -237,8 +238,12 @@ def main(argv: list[str] | None = None) -> int:
     except VleKitError as e:
         from vle_kit.train import Interrupted
 
-        print(f"{'stopped' if isinstance(e, Interrupted) else 'error'}: {e}", file=sys.stderr)
-        return 130 if isinstance(e, Interrupted) else 1
+        if not isinstance(e, Interrupted):
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank stops alike
+            print(f"stopped: {e}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
