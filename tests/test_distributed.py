@@ -1,5 +1,6 @@
 """Data parallel training under torchrun, and the device paths."""
 
+import signal
 import subprocess
 import sys
 
@@ -13,6 +14,8 @@ from vle_kit.distributed import EpochBatches
 from vle_kit.errors import VleKitError
 
 STEPS = ["train.steps=6", "train.checkpoint_every=3", "data.train=64"]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+            "--master-port"]  # then a port of the test's own
 
 
 def test_the_global_batch_does_not_depend_on_the_number_of_ranks():
@@ -49,10 +52,8 @@ def assert_close(a, b):
 
 @pytest.mark.slow
 def test_two_ranks_train_like_one_process_and_resume_on_one(vanilla, tmp_path):
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                "--master-port", "29517", "-m", "vle_kit"]
-    two = subprocess.run(torchrun + ["run", str(vanilla), "--runs", str(tmp_path / "two"),
-                                     *sets(*TINY, *STEPS)],
+    two = subprocess.run(TORCHRUN + ["29517", "-m", "vle_kit", "run", str(vanilla), "--runs",
+                                     str(tmp_path / "two"), *sets(*TINY, *STEPS)],
                          capture_output=True, text=True, timeout=600)
     assert two.returncode == 0, two.stderr[-3000:]
     assert two.stdout.count("run directory:") == 1, "rank 0 alone speaks"
@@ -70,6 +71,26 @@ def test_two_ranks_train_like_one_process_and_resume_on_one(vanilla, tmp_path):
     proc = vle_kit("run", "--resume", str(run))
     assert proc.wait(timeout=300) == 0, proc.stderr.read()
     assert_close(weights(run), weights(only_run(tmp_path / "one")))
+
+
+@pytest.mark.slow
+def test_ctrl_c_through_torchrun_stops_every_rank_and_saves(vanilla, tmp_path):
+    from test_reliability import wait_for_step
+
+    proc = subprocess.Popen(TORCHRUN + ["29518", "-m", "vle_kit", "run", str(vanilla), "--runs",
+                                        str(tmp_path), *sets(*TINY, "train.steps=100000")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_step(tmp_path, 4, proc, timeout=300)
+    except AssertionError:
+        proc.kill()
+        raise
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert err.count("stopped: SIGINT at step") == 1, err[-2000:]
+    step = int(err.split("stopped: SIGINT at step ")[1].split(":")[0])
+    assert checkpoint.load(only_run(tmp_path) / "checkpoints" / "last.pt")["step"] == step
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
