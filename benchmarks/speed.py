@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import platform
 import resource
 import statistics
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import attrs
@@ -30,21 +32,28 @@ from vle_kit.config import TokensConfig
 from vle_kit.evaluate import to_signed
 from vle_kit.recipe import load_recipe
 from vle_kit.runs import RunDir
-from vle_kit.train import Trainer
+from vle_kit.train import Trainer, select_device
 
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
 SMALL_DATA = ["data.train=512", "data.test=16"]  # the data are generated, not what is timed
 
 
-def matmul_rate(n: int = 1024, seconds: float = 2.0) -> float:
-    """float32 FLOP/s of a square matmul, the best of repeated timings."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def matmul_rate(device: torch.device, n: int = 1024, seconds: float = 2.0) -> float:
+    """float32 FLOP/s of a square matmul on `device`, the best of repeated timings."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     a @ b
     best, end = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < end:
+        sync()
         start = time.perf_counter()
         a @ b
+        sync()
         best = max(best, 2 * n**3 / (time.perf_counter() - start))
     return best
 
@@ -55,8 +64,10 @@ def timed(fn, repeats: int, warmup: int = 2) -> float:
         fn()
     times = []
     for _ in range(repeats):
+        sync()
         start = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -79,12 +90,14 @@ def train_step_flops(trainer: Trainer) -> int:
 
 
 def measure_recipe(path: Path, overrides: list[str], repeats: int, peak: float) -> dict:
+    """One recipe's rates; run in a process of its own so its peak memory is its own."""
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     trainer = trainer_for(path, overrides)
     k, batch = trainer.recipe.tokens.max, trainer.recipe.train.batch
     trainer = fixed_k(trainer, k)
     step = timed(trainer.train_step, repeats)
     flops = train_step_flops(trainer)
-    x = to_signed(trainer.test_set.images[:16].repeat(8, 1, 1, 1))  # 128 images
+    x = to_signed(trainer.test_set.images[:16].repeat(8, 1, 1, 1)).to(trainer.device)
     model = trainer.model.eval()
 
     def encode():
@@ -96,7 +109,15 @@ def measure_recipe(path: Path, overrides: list[str], repeats: int, peak: float) 
             "train_images_per_s": batch / step, "train_step_s": step,
             "encode_images_per_s_per_token": len(x) * k / encode_s,
             "flops_per_step": flops, "flop_rate": flops / step, "share_of_matmul": flops / step
-            / peak, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            / peak, "rss_before_mb": baseline,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20
+            if trainer.device.type == "cuda" else None}
+
+
+def measure_apart(path: Path, overrides: list[str], repeats: int, peak: float) -> dict:
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(measure_recipe, path, overrides, repeats, peak).result()
 
 
 def scaling(path: Path, overrides: list[str], repeats: int) -> dict:
@@ -120,7 +141,7 @@ def hand_written_step(trainer: Trainer):
 
     def step():
         idx = torch.randint(len(trainer.train_set), (cfg.batch,), generator=generator)
-        x = to_signed(trainer.train_set.images[idx]).contiguous(
+        x = to_signed(trainer.train_set.images[idx]).to(trainer.device).contiguous(
             memory_format=trainer.memory_format)
         m.train()
         recon = m.decoder(m.to_token(m.body(m.stem(x))))
@@ -166,16 +187,20 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     repeats = 3 if args.quick else 10
     torch.manual_seed(0)
-    peak = matmul_rate(seconds=0.5 if args.quick else 2.0)
-    print(f"float32 matmul rate: {peak / 1e9:.1f} GFLOP/s on {torch.get_num_threads()} threads")
-    rows = [measure_recipe(r, args.overrides, repeats, peak) for r in args.recipes]
+    device = select_device("auto")
+    peak = matmul_rate(device, seconds=0.5 if args.quick else 2.0)
+    print(f"float32 matmul rate: {peak / 1e9:.1f} GFLOP/s on {device}"
+          + ("" if device.type == "cuda" else f", {torch.get_num_threads()} threads"))
+    rows = [measure_apart(r, args.overrides, repeats, peak) for r in args.recipes]
     print("\n| recipe | K | train img/s | encode img/s per token | GFLOP/step | GFLOP/s "
-          "| share of matmul | peak RSS MB |\n|---|---|---|---|---|---|---|---|")
+          "| share of matmul | peak RSS MB (at start) | peak GPU MB |\n"
+          "|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        gpu = "" if r["peak_gpu_mb"] is None else f"{r['peak_gpu_mb']:.0f}"
         print(f"| {r['recipe']} | {r['tokens']} | {r['train_images_per_s']:.1f} "
               f"| {r['encode_images_per_s_per_token']:.0f} | {r['flops_per_step'] / 1e9:.2f} "
               f"| {r['flop_rate'] / 1e9:.1f} | {r['share_of_matmul']:.1%} "
-              f"| {r['peak_rss_mb']:.0f} |")
+              f"| {r['peak_rss_mb']:.0f} ({r['rss_before_mb']:.0f}) | {gpu} |")
     scale = scaling(args.recipes[0], args.overrides, max(2, repeats // 2))
     print(f"\nseconds per training step ({args.recipes[0].stem}):")
     for (name, per), exponent in zip(scale.items(), (1, 2)):
