@@ -147,3 +147,13 @@ def test_compare_charts_and_tabulates_runs(tiny_run, tmp_path, capsys):
 def test_compare_says_which_run_has_no_eval(tmp_path, capsys):
     assert main(["compare", str(tmp_path), "-o", str(tmp_path / "cmp")]) == 1
     assert f"{tmp_path}: no eval.json" in capsys.readouterr().err
+
+
+def test_training_logs_its_metrics_to_tensorboard_too(tiny_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = EventAccumulator(str(tiny_run / "tensorboard")).Reload()
+    logged = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    loss_steps = [row["step"] for row in logged if "loss" in row]
+    assert [e.step for e in board.Scalars("loss")] == loss_steps
+    assert [e.step for e in board.Scalars("test_mse")] == [2, 4]

@@ -224,5 +224,23 @@ def test_a_half_written_metrics_line_is_dropped_on_resume(tmp_path):
 
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.0}\n{"step": 3, "lo')
-    MetricsLog(path, resume_step=2).close()
+    MetricsLog(path, tmp_path / "tensorboard", resume_step=2).close()
     assert path.read_text() == '{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.0}\n'
+
+
+def test_a_resumed_run_overwrites_its_tensorboard_steps_past_the_checkpoint(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from vle_kit.runs import MetricsLog
+
+    path, board = tmp_path / "metrics.jsonl", tmp_path / "tensorboard"
+    log = MetricsLog(path, board)
+    for step in range(1, 5):
+        log.write({"step": step, "loss": 1.0})
+    log.close()
+    log = MetricsLog(path, board, resume_step=2)
+    for step in (3, 4):
+        log.write({"step": step, "loss": 0.5})
+    log.close()
+    scalars = EventAccumulator(str(board)).Reload().Scalars("loss")
+    assert [(e.step, e.value) for e in scalars] == [(1, 1.0), (2, 1.0), (3, 0.5), (4, 0.5)]

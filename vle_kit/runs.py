@@ -54,6 +54,7 @@ class RunDir:
     similarity_png = property(lambda self: self.path / "similarity.png")
     probe_png = property(lambda self: self.path / "probe.png")
     report_html = property(lambda self: self.path / "report.html")
+    tensorboard = property(lambda self: self.path / "tensorboard")
 
 
 def _step(line: str) -> int | None:
@@ -65,10 +66,12 @@ def _step(line: str) -> int | None:
 
 
 class MetricsLog:
-    """metrics.jsonl, one JSON object per row; rows past a resumed step are dropped."""
+    """metrics.jsonl, one JSON object per row, and the same numbers as TensorBoard scalars in
+    `board` (a folder); rows past a resumed step are dropped from both."""
 
-    def __init__(self, path: Path, resume_step: int | None = None, enabled: bool = True):
-        self.path, self.file = path, None
+    def __init__(self, path: Path, board: Path, resume_step: int | None = None,
+                 enabled: bool = True):
+        self.path, self.file, self.board = path, None, None
         if not enabled:  # a rank other than 0 under torchrun
             return
         if resume_step is not None and path.exists():
@@ -76,12 +79,21 @@ class MetricsLog:
                     if _step(line) is not None and _step(line) <= resume_step]
             path.write_text("".join(r + "\n" for r in rows))
         self.file = path.open("a")
+        from torch.utils.tensorboard import SummaryWriter  # slow to import; only where it writes
+
+        self.board = SummaryWriter(str(board), purge_step=None if resume_step is None
+                                   else resume_step + 1)
 
     def write(self, row: dict) -> None:
         if self.file:
             self.file.write(json.dumps(row) + "\n")
             self.file.flush()
+            for name, value in row.items():
+                if name != "step" and isinstance(value, (int, float)) \
+                        and not isinstance(value, bool):
+                    self.board.add_scalar(name, value, row["step"])
 
     def close(self) -> None:
         if self.file:
             self.file.close()
+            self.board.close()

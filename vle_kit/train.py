@@ -295,7 +295,8 @@ def train(recipe: Recipe, registry: Registry, run: RunDir, resume: bool = False,
         with checkpoint.atomic(run.recipe) as f:  # a kill must not leave half a recipe
             f.write(dump_recipe(recipe).encode())
     cfg = recipe.train
-    log = MetricsLog(run.metrics, resume_step=trainer.step if resume else None, enabled=main)
+    log = MetricsLog(run.metrics, run.tensorboard, resume_step=trainer.step if resume else None,
+                     enabled=main)
     bar = tqdm(total=cfg.steps, initial=trainer.step, desc=recipe.recipe.name,
                disable=None if main else True, mininterval=1.0)
     started = time.perf_counter()
