@@ -25,9 +25,14 @@ class MaskConfig:
     scope: bool = True  # a mask only claims what earlier ones left; the last takes the rest
 
 
+def takes_the_rest(state: State, cfg: MaskConfig) -> bool:
+    """With scope, the last of the K tokens takes what earlier masks left: no logits needed."""
+    return cfg.scope and state.step == state.k - 1
+
+
 def logits_to_mask(logits: Tensor, state: State, cfg: MaskConfig) -> Tensor:
     """(B, 1, H, W) logits -> mask in [0, 1 - mask_sum] (or [0, 1] without scope)."""
-    if cfg.scope and state.step == state.k - 1:
+    if takes_the_rest(state, cfg):
         return 1 - state.mask_sum
     scale = cfg.sharpness
     if cfg.anneal_from:
@@ -62,4 +67,6 @@ class ConvMaskHead(SaliencyHead):
         raise NotImplementedError
 
     def forward(self, state, feat, part, extra):
+        if takes_the_rest(state, self.cfg):  # skip a full-resolution head whose output is unused
+            return 1 - state.mask_sum
         return logits_to_mask(self.net(self.inputs(state, part)), state, self.cfg)
