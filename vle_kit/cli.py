@@ -164,9 +164,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_encode(args) -> int:
-    import torch
-
-    from vle_kit.evaluate import to_signed
+    from vle_kit.evaluate import encode_all
     from vle_kit.images import image_files, read_images
     from vle_kit.tokenfile import save_tokens
     from vle_kit.train import load_run
@@ -180,20 +178,15 @@ def cmd_encode(args) -> int:
     if not files:
         raise VleKitError(f"no image files in {', '.join(map(str, args.images))}")
     channels, size = model.image_shape[:2]
-    saved: dict[str, list] = {"tokens": [], "recons": [], "masks": []}
-    with torch.no_grad():
-        for start in range(0, len(files), 64):
-            x = to_signed(read_images(files[start:start + 64], size, channels))
-            out = model(x.to(trained.device), k)
-            saved["tokens"].append(out.tokens)
-            if args.recons:
-                saved["recons"].append(out.recons)
-            if out.masks is not None and not model.saliency.from_tokens:
-                saved["masks"].append(out.masks)
-    save_tokens(args.out, {n: torch.cat(v) for n, v in saved.items() if v}, run=trained.run.path,
-                asked=k, images=[str(f) for f in files])
+    encoded = encode_all(model, read_images(files, size, channels), k, trained.device,
+                         score="none", recons=args.recons)
+    saved = {"tokens": encoded.tokens, "recons": encoded.recons,
+             "masks": None if encoded.masks is None or model.saliency.from_tokens
+             else encoded.masks[:, :, None]}  # masks only where decoding needs them
+    save_tokens(args.out, {n: v for n, v in saved.items() if v is not None},
+                run=trained.run.path, asked=k, images=[str(f) for f in files])
     print(f"wrote {args.out}: {len(files)} images x {k} tokens of "
-          f"{tuple(saved['tokens'][0].shape[2:])}")
+          f"{tuple(encoded.tokens.shape[2:])}")
     return 0
 
 

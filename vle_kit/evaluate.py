@@ -57,22 +57,24 @@ class Encoded:
     ssim: torch.Tensor | None  # (N, K) after 1..K tokens
     masks: torch.Tensor | None  # (N, K, H, W)
     claims: torch.Tensor | None  # (N, K, O + 1) share of each token on each object id
+    recons: torch.Tensor | None = None  # (N, K, C, H, W), when asked for
 
 
 @torch.no_grad()
 def encode_all(model: VLE, images: torch.Tensor, k: int, device: torch.device,
                objects: torch.Tensor | None = None, batch: int = 250,
-               score: str = "all") -> Encoded:
+               score: str = "all", recons: bool = False) -> Encoded:
     """Encode uint8 images into k tokens each, scoring the reconstruction after every token
     (score="all"), only after the last (mse then holds zero tokens and k), or not at all
-    ("none"). With objects (N, H, W), also what share of each token's mask (or part, without
-    masks) falls on each object. Under torchrun each rank encodes its share; all get the
-    whole."""
+    ("none"); with `recons`, keep the reconstructions. With objects (N, H, W), also what share
+    of each token's mask (or part, without masks) falls on each object. Under torchrun each
+    rank encodes its share; all get the whole."""
     model.eval()
     ids = None if objects is None else int(objects.max()) + 1
     mine = distributed.shard(len(images))
     images, objects = images[mine], None if objects is None else objects[mine]
-    out_parts: dict[str, list] = {"tokens": [], "mse": [], "ssim": [], "masks": [], "claims": []}
+    out_parts: dict[str, list] = {"tokens": [], "mse": [], "ssim": [], "masks": [], "claims": [],
+                                  "recons": []}
     for start in range(0, len(images), batch):
         x = to_signed(images[start:start + batch]).to(device)
         out = model(x, k)
@@ -81,6 +83,8 @@ def encode_all(model: VLE, images: torch.Tensor, k: int, device: torch.device,
             for name, value in scored.items():
                 out_parts[name].append(value.cpu())
         out_parts["tokens"].append(out.tokens.cpu())
+        if recons:
+            out_parts["recons"].append(out.recons.cpu())
         if out.masks is not None:
             out_parts["masks"].append(out.masks[:, :, 0].cpu())
         if objects is not None:
@@ -115,8 +119,8 @@ def pca_reconstructions(train: torch.Tensor, test: torch.Tensor,
     return torch.stack(rebuilt, 1).float().view(len(test), len(floats), *test.shape[1:])
 
 
-def separation_numbers(probe: Encoded, probe_set: ImageSet, test: Encoded, test_set: ImageSet,
-                       floats: int) -> dict:
+def separation_numbers(probe: Encoded | None, probe_set: ImageSet, test: Encoded,
+                       test_set: ImageSet, floats: int) -> dict:
     """Token similarity within an image and, for labelled data, clustering and probes."""
     result = {"similarity": separation.token_similarity(test.tokens)}
     if not test_set.labels:
@@ -135,11 +139,6 @@ def separation_numbers(probe: Encoded, probe_set: ImageSet, test: Encoded, test_
     return result
 
 
-def _head(images: ImageSet, n: int) -> ImageSet:
-    return ImageSet(images.images[:n], None if images.objects is None else images.objects[:n],
-                    {name: labels[:n] for name, labels in images.labels.items()})
-
-
 def evaluate(model: VLE, train_set: ImageSet, test_set: ImageSet, *, k_max: int,
              floats_per_token: int, device: torch.device, probe_images: int = 1000) -> dict:
     """The numbers of eval.json: the VLE's prefix curve (first k of one K-token encoding), the
@@ -151,8 +150,9 @@ def evaluate(model: VLE, train_set: ImageSet, test_set: ImageSet, *, k_max: int,
     asked_mse = torch.stack([test.mse[:, 0]] + [a.mse[:, -1] for a in asked] + [test.mse[:, -1]],
                             1)
     asked_ssim = torch.stack([a.ssim[:, -1] for a in asked] + [test.ssim[:, -1]], 1)
-    probe_set = _head(train_set, probe_images)
-    probe = encode_all(model, probe_set.images, k_max, device, probe_set.objects, score="none")
+    probe_set = train_set[:probe_images]
+    probe = encode_all(model, probe_set.images, k_max, device, probe_set.objects,
+                       score="none") if test_set.labels else None  # probes need labels
     if not distributed.is_main():  # the encodings were shared; the rest is rank 0's
         return {}
     floats = [min(k * floats_per_token, test_set.images[0].numel()) for k in range(1, k_max + 1)]

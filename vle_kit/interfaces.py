@@ -138,6 +138,11 @@ class ImageSet:
     def __len__(self) -> int:
         return self.images.shape[0]
 
+    def __getitem__(self, rows: slice) -> ImageSet:
+        """The images of `rows`, with their objects and labels."""
+        return ImageSet(self.images[rows], None if self.objects is None else self.objects[rows],
+                        {name: labels[rows] for name, labels in self.labels.items()})
+
     def with_channels(self, channels: int) -> ImageSet:
         """The same set with `channels` channels: grey images are repeated into colour ones."""
         have = self.images.shape[1]

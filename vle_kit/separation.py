@@ -119,7 +119,9 @@ def image_separation(train: dict, test: dict, floats: int) -> dict:
 
     train, test: {"tokens" (N, K, F), "images" (N, C, H, W) float, "labels" {name: (N, 1)}}."""
     k_max = train["tokens"].shape[1]
-    pixels_tr, pixels_te = train["images"].flatten(1).numpy(), test["images"].flatten(1).numpy()
+    # components come strongest first, so one fit serves every k: the first k x floats of it
+    pca_tr, pca_te = pca_features(train["images"].flatten(1).numpy(),
+                                  test["images"].flatten(1).numpy(), k_max * floats)
     result = {}
     for name in test["labels"]:
         ytr, yte = train["labels"][name][:, 0].numpy(), test["labels"][name][:, 0].numpy()
@@ -130,9 +132,8 @@ def image_separation(train: dict, test: dict, floats: int) -> dict:
             tok_tr = train["tokens"][:, :k].flatten(1).numpy()
             tok_te = test["tokens"][:, :k].flatten(1).numpy()
             tokens.append(probe_accuracy(tok_tr, ytr, tok_te, yte))
-            pca_tr, pca_te = pca_features(pixels_tr, pixels_te, k * floats)
-            pca.append(probe_accuracy(pca_tr, ytr, pca_te, yte))
+            pca.append(probe_accuracy(pca_tr[:, :k * floats], ytr, pca_te[:, :k * floats], yte))
         result[name] = {"probe_tokens": tokens, "probe_pca": pca,
                         "nmi_tokens": cluster_nmi(tok_te, yte),
-                        "nmi_pca": cluster_nmi(pca_te, yte)}
+                        "nmi_pca": cluster_nmi(pca_te[:, :k_max * floats], yte)}
     return result
