@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from vle_kit.report import curve_table, markdown
+
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -37,16 +39,10 @@ def run_recipe(recipe: str, overrides: list[str]) -> dict:
 
 def table(entry: dict) -> str:
     e = entry["eval"]
-    vle, pca = e["vle"]["mse"], e["pca"]["mse"]
+    vle = e["vle"]["mse"]
     falls = all(b < a for a, b in zip(vle, vle[1:]))
-    lines = [f"{entry['recipe']}: {entry['wall_seconds'] / 60:.1f} min wall, MSE falls with every "
-             f"token: {'yes' if falls else 'no'}",
-             "| k | floats | VLE MSE | VLE PSNR | asked k MSE | PCA MSE | VLE/PCA |",
-             "|---|---|---|---|---|---|---|"]
-    for i, k in enumerate(e["tokens"]):
-        lines.append(f"| {k} | {e['floats'][i]} | {vle[i]:.5f} | {e['vle']['psnr'][i]:.2f} | "
-                     f"{e['vle_asked_k']['mse'][i]:.5f} | {pca[i]:.5f} | {vle[i] / pca[i]:.2f} |")
-    return "\n".join(lines)
+    return markdown([f"{entry['recipe']}: {entry['wall_seconds'] / 60:.1f} min wall, MSE falls "
+                     f"with every token: {'yes' if falls else 'no'}", curve_table(e)])
 
 
 def main() -> None:

@@ -124,7 +124,7 @@ def cmd_plugins(args) -> int:
 
 def cmd_eval(args) -> int:
     from vle_kit.evaluate import write_evaluation
-    from vle_kit.report import curve_table, separation_table
+    from vle_kit.report import curve_table, markdown, separation_blocks
     from vle_kit.runs import RunDir
     from vle_kit.train import load_run
 
@@ -137,8 +137,8 @@ def cmd_eval(args) -> int:
     title = recipe.recipe.name if args.data is None else f"{recipe.recipe.name} on {args.data}"
     result = write_evaluation(trained.model, recipe, train_set, test_set, trained.device, out,
                               title)
-    print(f"{title}: {len(test_set)} test images\n{curve_table(result)}\n")
-    print(separation_table(result))
+    print(markdown([f"{title}: {len(test_set)} test images", curve_table(result),
+                    *separation_blocks(result)]))
     print(f"wrote {out.eval_json} and {out.report_html}")
     return 0
 

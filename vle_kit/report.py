@@ -73,66 +73,64 @@ def write_probe_plot(result: dict, title: str, path: Path) -> bool:
     return True
 
 
-def curve_table(result: dict) -> str:
-    """Markdown table of every per-token number of one result."""
-    rows = ["| k | floats | MSE | PSNR dB | SSIM | improved | asked-k MSE | PCA MSE | PCA SSIM |",
-            "|---|---|---|---|---|---|---|---|---|"]
+Table = tuple[list[str], list[list[str]]]  # header, rows
+Block = str | Table  # a paragraph or a table
+
+
+def markdown(blocks: list[Block]) -> str:
+    """Paragraphs and tables as Markdown, a blank line between blocks."""
+    def table(header: list[str], rows: list[list[str]]) -> str:
+        lines = [header, ["---"] * len(header), *rows]
+        return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+
+    return "\n\n".join(b if isinstance(b, str) else table(*b) for b in blocks)
+
+
+def html_blocks(blocks: list[Block]) -> str:
+    """The same blocks as HTML paragraphs and tables."""
+    def table(header: list[str], rows: list[list[str]]) -> str:
+        def cells(tag: str, row: list[str]) -> str:
+            return "<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in row) + "</tr>"
+
+        return "<table>" + cells("th", header) + "".join(cells("td", r) for r in rows) + \
+            "</table>"
+
+    return "\n".join(f"<p>{html.escape(b)}</p>" if isinstance(b, str) else table(*b)
+                     for b in blocks)
+
+
+def curve_table(result: dict) -> Table:
+    """Every per-token number of one result."""
     vle, asked, pca = result["vle"], result["vle_asked_k"], result["pca"]
-    for i, k in enumerate(result["tokens"]):
-        rows.append(f"| {k} | {result['floats'][i]} | {vle['mse'][i]:.5f} | {vle['psnr'][i]:.2f} "
-                    f"| {vle['ssim'][i]:.3f} | {vle['improved'][i]:.1%} | {asked['mse'][i]:.5f} "
-                    f"| {pca['mse'][i]:.5f} | {pca['ssim'][i]:.3f} |")
-    return "\n".join(rows)
+    return (["k", "floats", "MSE", "PSNR dB", "SSIM", "improved", "asked-k MSE", "PCA MSE",
+             "PCA SSIM"],
+            [[str(k), str(result["floats"][i]), f"{vle['mse'][i]:.5f}", f"{vle['psnr'][i]:.2f}",
+              f"{vle['ssim'][i]:.3f}", f"{vle['improved'][i]:.1%}", f"{asked['mse'][i]:.5f}",
+              f"{pca['mse'][i]:.5f}", f"{pca['ssim'][i]:.3f}"]
+             for i, k in enumerate(result["tokens"])])
 
 
-def separation_table(result: dict) -> str:
-    """Markdown lines for the separation numbers of one result."""
+def separation_blocks(result: dict) -> list[Block]:
+    """The separation numbers of one result."""
     sep = result["separation"]
-    lines = [f"Mean off-diagonal cosine similarity of an image's tokens: "
-             f"{sep['similarity']['mean_off_diagonal']:.3f}", ""]
+    blocks: list[Block] = [f"Mean off-diagonal cosine similarity of an image's tokens: "
+                           f"{sep['similarity']['mean_off_diagonal']:.3f}"]
     objects = sep.get("objects", {})
     labelled = {n: v for n, v in objects.items() if isinstance(v, dict)}
     if objects:
-        lines += [f"Tokens that claim an object: {objects['tokens_on_objects']:.1%} "
-                  f"({objects['tokens']} tokens).", ""]
+        blocks.append(f"Tokens that claim an object: {objects['tokens_on_objects']:.1%} "
+                      f"({objects['tokens']} tokens).")
     if labelled:
-        lines += ["| object label | tokens NMI | PCA NMI | tokens probe | PCA probe |",
-                  "|---|---|---|---|---|"]
-        lines += [f"| {n} | {v['tokens']['nmi']:.3f} | {v['pca']['nmi']:.3f} "
-                  f"| {v['tokens']['probe']:.3f} | {v['pca']['probe']:.3f} |"
-                  for n, v in labelled.items()]
+        blocks.append((["object label", "tokens NMI", "PCA NMI", "tokens probe", "PCA probe"],
+                       [[n, f"{v['tokens']['nmi']:.3f}", f"{v['pca']['nmi']:.3f}",
+                         f"{v['tokens']['probe']:.3f}", f"{v['pca']['probe']:.3f}"]
+                        for n, v in labelled.items()]))
     for name, v in sep.get("images", {}).items():
-        lines += [f"| {name}: k | " + " | ".join(map(str, result["tokens"])) + " |",
-                  "|---" * (len(result["tokens"]) + 1) + "|",
-                  "| tokens probe | " + " | ".join(f"{a:.3f}" for a in v["probe_tokens"]) + " |",
-                  "| PCA probe | " + " | ".join(f"{a:.3f}" for a in v["probe_pca"]) + " |", "",
-                  f"k-means NMI, all tokens: {v['nmi_tokens']:.3f}; PCA: {v['nmi_pca']:.3f}"]
-    return "\n".join(lines)
-
-
-def _markdown_table_html(markdown: str) -> str:
-    """The few Markdown tables this module writes, as HTML; other lines become paragraphs."""
-    out, rows = [], []
-
-    def flush():
-        if rows:
-            head, *body = rows
-            out.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in head) + "</tr>"
-                       + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>"
-                                 for r in body) + "</table>")
-            rows.clear()
-
-    for line in markdown.splitlines():
-        if line.startswith("|"):
-            cells = [html.escape(c.strip()) for c in line.strip("|").split("|")]
-            if not all(set(c) <= {"-"} for c in cells):
-                rows.append(cells)
-            continue
-        flush()
-        if line.strip():
-            out.append(f"<p>{html.escape(line)}</p>")
-    flush()
-    return "\n".join(out)
+        blocks += [([f"{name}: k", *map(str, result["tokens"])],
+                    [["tokens probe", *(f"{a:.3f}" for a in v["probe_tokens"])],
+                     ["PCA probe", *(f"{a:.3f}" for a in v["probe_pca"])]]),
+                   f"k-means NMI, all tokens: {v['nmi_tokens']:.3f}; PCA: {v['nmi_pca']:.3f}"]
+    return blocks
 
 
 def _image(path: Path, caption: str) -> str:
@@ -159,12 +157,11 @@ def write_report(result: dict, recipe_text: str, title: str, folder: Path) -> Pa
             f"<p>{result['test_images']} test images, {result['image']['height']} x "
             f"{result['image']['width']} x {result['image']['channels']}; one token = "
             f"{result['floats'][0]} floats.</p>",
-            "<h2>Reconstruction per token</h2>", _markdown_table_html(curve_table(result)),
-            "<h2>Token separation</h2>", _markdown_table_html(separation_table(result))]
+            "<h2>Reconstruction per token</h2>", html_blocks([curve_table(result)]),
+            "<h2>Token separation</h2>", html_blocks(separation_blocks(result))]
     if "masks" in result:
-        body += ["<h2>Masks</h2>", _markdown_table_html(
-            "| measure | value |\n|---|---|\n" + "\n".join(
-                f"| {k} | {v:.3f} |" for k, v in result["masks"].items()))]
+        body += ["<h2>Masks</h2>", html_blocks([(["measure", "value"], [
+            [k, f"{v:.3f}"] for k, v in result["masks"].items()])])]
     body += ["<h2>Figures</h2>"] + [_image(folder / name, caption) for name, caption in figures
                                     if (folder / name).is_file()]
     body += ["<h2>Recipe</h2>", f"<pre>{html.escape(recipe_text)}</pre>"]
@@ -200,17 +197,14 @@ def compare(results: dict[str, dict], out: Path) -> str:
     _save(fig, out / "compare.png")
     k_max = max(len(r["tokens"]) for r in results.values())
 
-    def row(name: str, mse: list[float], similarity: str) -> str:
-        cells = [f"{m:.5f}" for m in mse] + [""] * (k_max - len(mse))
-        return f"| {name} | " + " | ".join(cells) + f" | {similarity} |"
+    def row(name: str, mse: list[float], similarity: str) -> list[str]:
+        return [name, *(f"{m:.5f}" for m in mse), *[""] * (k_max - len(mse)), similarity]
 
-    lines = ["| run | " + " | ".join(f"k={k}" for k in range(1, k_max + 1))
-             + " | similarity |", "|---" * (k_max + 2) + "|"]
-    lines += [row(name, r["vle"]["mse"],
-                  f"{r['separation']['similarity']['mean_off_diagonal']:.3f}")
-              for name, r in results.items()]
-    lines += [row(pca_names[key], r["pca"]["mse"], "") for key, r in pca.items()]
-    markdown = "Test MSE after k tokens; similarity = mean off-diagonal cosine similarity of " \
-               "an image's tokens.\n\n" + "\n".join(lines) + "\n"
-    (out / "compare.md").write_text(markdown)
-    return markdown
+    rows = [row(name, r["vle"]["mse"], f"{r['separation']['similarity']['mean_off_diagonal']:.3f}")
+            for name, r in results.items()]
+    rows += [row(pca_names[key], r["pca"]["mse"], "") for key, r in pca.items()]
+    text = markdown(["Test MSE after k tokens; similarity = mean off-diagonal cosine similarity "
+                     "of an image's tokens.",
+                     (["run", *(f"k={k}" for k in range(1, k_max + 1)), "similarity"], rows)])
+    (out / "compare.md").write_text(text + "\n")
+    return text
