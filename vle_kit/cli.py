@@ -126,12 +126,11 @@ def cmd_eval(args) -> int:
     from vle_kit.evaluate import write_evaluation
     from vle_kit.report import curve_table, markdown, separation_blocks
     from vle_kit.runs import RunDir
-    from vle_kit.train import load_run
+    from vle_kit.train import load_data, load_run
 
     trained = load_run(args.run, args.overrides, args.plugins, args.data, args.device)
     recipe, channels = trained.recipe, trained.model.image_shape[0]
-    dataset = trained.registry.get("dataset", recipe.data.use).factory(recipe.data.config)
-    train_set, test_set = (dataset.load(s).with_channels(channels) for s in ("train", "test"))
+    train_set, test_set = (s.with_channels(channels) for s in load_data(recipe, trained.registry))
     out = RunDir(args.out or (trained.run.path if args.data is None
                               else trained.run.path / f"eval_{args.data}"))
     title = recipe.recipe.name if args.data is None else f"{recipe.recipe.name} on {args.data}"

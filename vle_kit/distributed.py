@@ -8,6 +8,7 @@ the whole batch; rank 0 alone writes metrics, checkpoints and results.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -102,16 +103,10 @@ def gather(tensor: torch.Tensor | None) -> torch.Tensor | None:
     return torch.cat(present) if present else None
 
 
-_CPU_GROUP = {}
-
-
+@functools.cache
 def _cpu_group():
     """A gloo group for Python objects and flags, whatever the backend of the main group."""
-    if dist.get_backend() == "gloo":
-        return None
-    if "group" not in _CPU_GROUP:
-        _CPU_GROUP["group"] = dist.new_group(backend="gloo")
-    return _CPU_GROUP["group"]
+    return None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
 
 
 class EpochBatches:

@@ -21,7 +21,7 @@ from vle_kit import checkpoint, distributed
 from vle_kit.config import Recipe
 from vle_kit.errors import VleKitError
 from vle_kit.evaluate import encode_all, to_signed, write_evaluation
-from vle_kit.interfaces import ModelSpec
+from vle_kit.interfaces import ImageSet, ModelSpec
 from vle_kit.model import VLE
 from vle_kit.plugins import Registry
 from vle_kit.recipe import differences, dump_recipe, load_recipe, validate
@@ -64,6 +64,12 @@ def build_model(recipe: Recipe, registry: Registry, image_channels: int = 3) -> 
                tokens_max=recipe.tokens.max, composer=part("composer", m.composer),
                memory=part("memory", m.memory), saliency=part("saliency", m.saliency),
                combiner=part("combiner", m.combiner))
+
+
+def load_data(recipe: Recipe, registry: Registry) -> tuple[ImageSet, ImageSet]:
+    """The train and test splits of the recipe's data set."""
+    dataset = registry.get("dataset", recipe.data.use).factory(recipe.data.config)
+    return dataset.load("train"), dataset.load("test")
 
 
 @attrs.frozen
@@ -142,8 +148,7 @@ class Trainer:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
         torch.manual_seed(cfg.seed)
-        dataset = registry.get("dataset", recipe.data.use).factory(recipe.data.config)
-        self.train_set, self.test_set = dataset.load("train"), dataset.load("test")
+        self.train_set, self.test_set = load_data(recipe, registry)
         self.model = build_model(recipe, registry, self.train_set.images.shape[1]).to(self.device)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
