@@ -5,6 +5,7 @@ from hypothesis import given
 
 from vle_kit.interfaces import Composer, MaskLoss, ModelSpec
 from vle_kit.testing import check_mask_loss, check_model_part
+from vle_kit.testing.suites import altered, constructed_cases
 from vle_kit.testing.strategies import binary_stacks, mask_stacks, states
 
 
@@ -31,6 +32,13 @@ class OrderDependentLoss(MaskLoss):
         return masks[0].mean()
 
 
+class ReadsTheLastImageLoss(MaskLoss):
+    """Depends on the images, and only on the last of the batch."""
+
+    def forward(self, masks, images):
+        return masks.mean() + images[-1].pow(2).mean()
+
+
 def test_an_outside_mask_loss_passes_in_one_call():
     check_mask_loss(OverlapLoss, zero_at=mask_stacks(k=(1, 1)))
 
@@ -39,15 +47,33 @@ def test_an_outside_mask_loss_passes_in_one_call():
     (NaNAtZeroLoss, "finite_and_non_negative"),
     (NegativeLoss, "finite_and_non_negative"),
     (OrderDependentLoss, "independent_of_batch_order"),
+    (ReadsTheLastImageLoss, "independent_of_batch_order"),
 ])
-def test_a_broken_mask_loss_is_caught_and_named(loss, property_name):
+@pytest.mark.parametrize("drawn", ["any stack", "one all-ones image"])
+def test_a_broken_mask_loss_is_caught_and_named(loss, property_name, drawn):
+    """Caught on every run: with "one all-ones image" hypothesis can draw no counterexample
+    (no zero sum, mean 1, a batch of one), so the kit's constructed cases must catch it."""
+    stacks = mask_stacks(batch=(1, 1), kinds=("ones",)) if drawn != "any stack" else None
     with pytest.raises(AssertionError, match=f"{loss.__name__}: property {property_name} failed"):
-        check_mask_loss(loss)
+        check_mask_loss(loss, stacks=stacks)
+
+
+def test_the_altered_copy_differs_everywhere():
+    for masks, images in constructed_cases():
+        other_masks, other_images = altered(masks, images)
+        assert (other_masks != masks).all() and (other_images != images).all()
+        assert ((other_masks >= 0) & (other_masks <= 1)).all()
+        assert ((other_images >= -1) & (other_images <= 1)).all()
 
 
 def test_a_wrong_ideal_is_caught():
+    # every stack drawn is all ones with K >= 2: the masks overlap, so the loss is not 0
     with pytest.raises(AssertionError, match="zero_at_its_ideal"):
-        check_mask_loss(OverlapLoss, zero_at=binary_stacks(k=(2, 3)))
+        check_mask_loss(OverlapLoss, zero_at=mask_stacks(k=(2, 3), kinds=("ones",)))
+
+
+def test_a_right_ideal_passes():
+    check_mask_loss(OverlapLoss, zero_at=binary_stacks(k=(1, 1)))
 
 
 class ClampedResidual(Composer):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import random
+
 import torch
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
+from torch import Tensor
 
 from vle_kit.testing.strategies import mask_stacks, with_images
 
@@ -18,18 +21,57 @@ def _pairs(strategy: st.SearchStrategy) -> st.SearchStrategy[tuple]:
     return strategy.flatmap(lambda v: st.just(v) if isinstance(v, tuple) else with_images(v))
 
 
+def constructed_cases(channels: int = 3, size: int = 4) -> list[tuple[Tensor, Tensor]]:
+    """(masks, images) pairs every mask-loss property is checked on, whatever hypothesis draws:
+    all-zero, all-one and half-on masks, a partition and the collapse pattern, each a batch of
+    two different images, so the edge cases that break losses are never left to chance."""
+    shape = (2, 3, 1, size, size)  # B = 2 images, K = 3 masks
+    half = torch.zeros(shape)
+    half[..., : size // 2] = 1
+    labels = (torch.arange(size) % 3).expand(size, size)  # vertical stripes of 3 regions
+    partition = torch.stack([labels, labels.T])[:, None] == torch.arange(3).view(1, 3, 1, 1)
+    collapse = torch.tensor([1.0, 0.0, 1.0]).view(1, 3, 1, 1, 1).expand(shape)
+    images = torch.linspace(-1, 1, 2 * channels * size * size).view(2, channels, size, size)
+    stacks = [torch.zeros(shape), torch.ones(shape), half, partition[:, :, None].float(),
+              collapse.contiguous(), torch.full((1, 1, 1, size, size), 0.5)]
+    return [(m, images[:len(m)]) for m in stacks]
+
+
+def altered(masks: Tensor, images: Tensor) -> tuple[Tensor, Tensor]:
+    """A copy of the case in which every mask value and every image value differs from the
+    original (m -> m / 2 + 1/2 below 1/2, m / 2 above; likewise for images in [-1, 1])."""
+    return (torch.where(masks > 0.5, masks * 0.5, masks * 0.5 + 0.5),
+            torch.where(images > 0, images * 0.5 - 0.5, images * 0.5 + 0.5))
+
+
+def with_examples(cases: list[tuple], *extra) -> callable:
+    """Decorate a @given property with one explicit example per constructed case."""
+    def decorate(test):
+        for case in cases:
+            test = example(case, *extra)(test)
+        return test
+
+    return decorate
+
+
 def check_mask_loss(loss_cls: type, config: object = None, *,
                     zero_at: st.SearchStrategy | None = None,
                     stacks: st.SearchStrategy | None = None) -> None:
     """Check that a mask loss is a finite, non-negative scalar, independent of the order of the
     images in the batch and differentiable with finite gradients, for any mask stack (and
     images in [-1, 1]); and zero on everything `zero_at` draws, if given. `stacks` and `zero_at`
-    draw mask stacks or (masks, images) pairs. A failure names the property, and hypothesis
-    prints the falsifying example."""
+    draw mask stacks or (masks, images) pairs. Besides what hypothesis draws, every property
+    runs on the constructed cases of `constructed_cases`, and batch order is tested on a batch
+    doubled with an altered copy of itself, under a permutation that moves every image onto a
+    different one, a reversal and a random shuffle: a loss that reads only part of the batch is
+    caught on every run. A failure names the property, and hypothesis prints the falsifying
+    example."""
     loss = _build(loss_cls, config)
-    cases = _pairs(stacks or mask_stacks())
+    cases = _pairs(mask_stacks() if stacks is None else stacks)
+    constructed = constructed_cases()
 
     @given(cases)
+    @with_examples(constructed)
     def finite_and_non_negative(case):
         value = loss(*case)
         assert value.dim() == 0, f"the loss must be a scalar, got shape {tuple(value.shape)}"
@@ -37,15 +79,24 @@ def check_mask_loss(loss_cls: type, config: object = None, *,
         assert value >= 0, f"the loss is negative: {value.item()}"
 
     @given(cases, st.randoms(use_true_random=False))
-    def independent_of_batch_order(case, random):
-        masks, images = case
-        order = list(range(masks.shape[0]))
-        random.shuffle(order)
-        a, b = loss(masks, images), loss(masks[order], images[order])
-        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), \
-            f"reordering the batch changed the loss from {a.item()} to {b.item()}"
+    @with_examples(constructed, random.Random(0))
+    def independent_of_batch_order(case, rng):
+        other = altered(*case)
+        masks, images = (torch.cat(pair) for pair in zip(case, other))
+        n = len(masks)
+        shuffled = list(range(n))
+        rng.shuffle(shuffled)
+        orders = {"every image swapped with its altered copy": [(i + n // 2) % n
+                                                                for i in range(n)],
+                  "reversed": list(range(n))[::-1], "shuffled": shuffled}
+        a = loss(masks, images)
+        for name, order in orders.items():
+            b = loss(masks[order], images[order])
+            assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), \
+                f"reordering the batch ({name}) changed the loss from {a.item()} to {b.item()}"
 
     @given(cases)
+    @with_examples(constructed)
     def finite_gradients(case):
         masks = case[0].clone().requires_grad_(True)
         loss(masks, case[1]).backward()
