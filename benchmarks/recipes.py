@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from vle_kit.report import curve_table, markdown
+from vle_kit.results import Evaluation
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -38,8 +39,8 @@ def run_recipe(recipe: str, overrides: list[str]) -> dict:
 
 
 def table(entry: dict) -> str:
-    e = entry["eval"]
-    vle = e["vle"]["mse"]
+    e = Evaluation.from_json(json.dumps(entry["eval"]))
+    vle = e.vle.mse
     falls = all(b < a for a, b in zip(vle, vle[1:]))
     return markdown([f"{entry['recipe']}: {entry['wall_seconds'] / 60:.1f} min wall, MSE falls "
                      f"with every token: {'yes' if falls else 'no'}", curve_table(e)])

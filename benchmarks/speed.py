@@ -24,15 +24,14 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import attrs
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from vle_kit.config import TokensConfig
-from vle_kit.evaluate import to_signed
+from vle_kit.build import select_device
+from vle_kit.data import to_signed
 from vle_kit.recipe import load_recipe
 from vle_kit.runs import RunDir
-from vle_kit.train import Trainer, select_device
+from vle_kit.train import Trainer
 
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,15 +76,9 @@ def trainer_for(recipe_path: Path, overrides: list[str]) -> Trainer:
     return Trainer(recipe, registry, RunDir(Path(tempfile.mkdtemp())))
 
 
-def fixed_k(trainer: Trainer, k: int) -> Trainer:
-    """Make every training step of `trainer` draw K = k (the model is already built)."""
-    trainer.recipe = attrs.evolve(trainer.recipe, tokens=TokensConfig(min=k, max=k))
-    return trainer
-
-
-def train_step_flops(trainer: Trainer) -> int:
+def train_step_flops(trainer: Trainer, k: int) -> int:
     with FlopCounterMode(display=False) as counter:
-        trainer.train_step()
+        trainer.train_step(k)
     return counter.get_total_flops()
 
 
@@ -94,9 +87,8 @@ def measure_recipe(path: Path, overrides: list[str], repeats: int, peak: float) 
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     trainer = trainer_for(path, overrides)
     k, batch = trainer.recipe.tokens.max, trainer.recipe.train.batch
-    trainer = fixed_k(trainer, k)
-    step = timed(trainer.train_step, repeats)
-    flops = train_step_flops(trainer)
+    step = timed(lambda: trainer.train_step(k), repeats)
+    flops = train_step_flops(trainer, k)
     x = to_signed(trainer.test_set.images[:16].repeat(8, 1, 1, 1)).to(trainer.device)
     model = trainer.model.eval()
 
@@ -124,12 +116,12 @@ def scaling(path: Path, overrides: list[str], repeats: int) -> dict:
     """Seconds per training step as K and as the image size grow."""
     per_k = {}
     for k in (1, 2, 4, 8, 16):
-        trainer = fixed_k(trainer_for(path, overrides + [f"tokens.max={k}"]), k)
-        per_k[k] = timed(trainer.train_step, repeats)
+        trainer = trainer_for(path, overrides + [f"tokens.max={k}"])
+        per_k[k] = timed(lambda: trainer.train_step(k), repeats)
     per_size = {}
     for size in (32, 64, 128):
-        trainer = fixed_k(trainer_for(path, overrides + [f"data.size={size}"]), 8)
-        per_size[size] = timed(trainer.train_step, max(2, repeats // 2))
+        trainer = trainer_for(path, overrides + [f"data.size={size}"])
+        per_size[size] = timed(lambda: trainer.train_step(8), max(2, repeats // 2))
     return {"seconds_per_step_by_k": per_k, "seconds_per_step_by_size": per_size}
 
 
@@ -144,7 +136,7 @@ def hand_written_step(trainer: Trainer):
         x = to_signed(trainer.train_set.images[idx]).to(trainer.device).contiguous(
             memory_format=trainer.memory_format)
         m.train()
-        recon = m.decoder(m.to_token(m.body(m.stem(x))))
+        recon, _ = m.decoder(m.to_token(m.body(m.stem(x))), None, None)
         loss = (recon - x).pow(2).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -157,12 +149,11 @@ def hand_written_step(trainer: Trainer):
 
 def overhead(path: Path, overrides: list[str], repeats: int) -> dict:
     """vle_kit with K = 1 against hand_written_step, alternating to share machine noise."""
-    trainer = fixed_k(trainer_for(path, overrides + ["model.memory={use='none'}",
-                                                     "tokens.max=1"]), 1)
+    trainer = trainer_for(path, overrides + ["model.memory={use='none'}", "tokens.max=1"])
     plain = hand_written_step(trainer)
     framework, hand = [], []
     for _ in range(3):
-        framework.append(timed(trainer.train_step, repeats))
+        framework.append(timed(lambda: trainer.train_step(1), repeats))
         hand.append(timed(plain, repeats))
     f, h = min(framework), min(hand)
     return {"vle_kit_s": f, "hand_written_s": h, "overhead": f / h - 1}

@@ -7,9 +7,7 @@ from vle_kit.interfaces import Composer
 
 
 class RawMaskComposer(Composer):
-    def __init__(self, cfg, spec):
-        super().__init__(cfg, spec)
-        self.out_channels = spec.image_channels + 1
+    extra_channels = 1
 
     def forward(self, x, state):
         return torch.cat([x, state.mask_sum], dim=1)

@@ -9,7 +9,7 @@ from sklearn.datasets import load_digits
 from torchvision.transforms.v2 import functional as TF
 
 from vle_kit import hookimpl
-from vle_kit.interfaces import DataConfig, Dataset, ImageSet, fixed_split
+from vle_kit.data import DataConfig, Dataset, ImageSet, fixed_split
 
 
 @attrs.frozen(kw_only=True)

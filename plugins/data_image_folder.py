@@ -14,7 +14,7 @@ import torch
 from vle_kit import hookimpl
 from vle_kit.errors import VleKitError
 from vle_kit.images import image_files, read_images
-from vle_kit.interfaces import DataConfig, Dataset, ImageSet, fixed_split
+from vle_kit.data import DataConfig, Dataset, ImageSet, fixed_split
 
 
 @attrs.frozen(kw_only=True)

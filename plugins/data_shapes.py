@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from vle_kit import hookimpl
-from vle_kit.interfaces import DataConfig, Dataset, ImageSet
+from vle_kit.data import DataConfig, Dataset, ImageSet
 
 SHAPES = ("square", "ellipse", "triangle", "cross")
 COLOURS = np.array([  # label i is COLOURS[i]

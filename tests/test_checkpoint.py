@@ -78,7 +78,7 @@ def test_every_global_generator_survives_a_checkpoint(tmp_path):
 
     import numpy as np
 
-    from vle_kit.train import rng_state, set_rng_state
+    from vle_kit.checkpoint import rng_state, set_rng_state
 
     checkpoint.save({"rng": rng_state()}, tmp_path / "c.pt")
     expected = (random.random(), np.random.rand(), torch.rand(1).item())

@@ -6,12 +6,14 @@ from conftest import TINY
 
 from vle_kit.plugins import load_registry
 from vle_kit.recipe import load_recipe
-from vle_kit.testing.suites import MODEL_SLOTS, check_model_part
+from vle_kit.slots import MODEL_SLOTS
+from vle_kit.testing.suites import check_model_part
 
 REGISTRY = load_registry()
 
 
-@pytest.mark.parametrize("slot,name", [(s, n) for s in MODEL_SLOTS for n in REGISTRY.names(s)])
+@pytest.mark.parametrize("slot,name", [(s.name, n) for s in MODEL_SLOTS
+                                       for n in REGISTRY.names(s.name)])
 def test_model_part_contract(slot, name):
     check_model_part(slot, REGISTRY.get(slot, name).factory)
 

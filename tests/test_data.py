@@ -134,5 +134,5 @@ def test_the_cifar10_recipe_trains_on_a_local_copy(cifar10_root, tmp_path):
     recipe, registry = load_recipe(ROOT / "recipes" / "cifar10.toml", TINY + [
         f"data.root='{cifar10_root}'", "data.train=25", "data.test=4", "train.steps=2"])
     result = train(recipe, registry, RunDir.create(tmp_path, "cifar"))
-    assert result["image"] == {"channels": 3, "height": 16, "width": 16}
-    assert "class" in result["separation"]["images"]
+    assert (result.image.channels, result.image.height, result.image.width) == (3, 16, 16)
+    assert "class" in result.separation["images"]

@@ -14,9 +14,9 @@ from vle_kit.decomposition import collapse_share, count_accuracy, fg_ari, with_l
 def test_fg_ari_matches_sklearn_on_random_partitions(seed, objects, k, n):
     rng = np.random.default_rng(seed)
     ids = torch.from_numpy(rng.integers(0, objects + 1, (n, 6, 6)))
-    masks = torch.from_numpy(rng.random((n, k, 6, 6), dtype=np.float32)) / k
+    masks = torch.from_numpy(rng.random((n, k, 1, 6, 6), dtype=np.float32)) / k
     ours = fg_ari(masks, ids)
-    pred = with_leftover(masks).argmax(1)
+    pred = with_leftover(masks).argmax(1)[:, 0]
     for i in range(n):
         fg = ids[i] > 0
         if not fg.any():
@@ -29,34 +29,34 @@ def test_fg_ari_matches_sklearn_on_random_partitions(seed, objects, k, n):
 def test_one_object_kept_whole_is_one_and_split_is_zero():
     ids = torch.zeros(1, 4, 4, dtype=torch.long)
     ids[0, :2] = 1
-    whole = torch.zeros(1, 2, 4, 4)
-    whole[0, 0, :2] = 1
-    split = torch.zeros(1, 2, 4, 4)
-    split[0, 0, 0], split[0, 1, 1] = 1, 1
+    whole = torch.zeros(1, 2, 1, 4, 4)
+    whole[0, 0, 0, :2] = 1
+    split = torch.zeros(1, 2, 1, 4, 4)
+    split[0, 0, 0, 0], split[0, 1, 0, 1] = 1, 1
     assert fg_ari(whole, ids).item() == 1.0
     assert fg_ari(split, ids).item() == 0.0
 
 
 def test_masks_that_do_not_sum_to_one_get_a_leftover_cluster():
     ids = torch.tensor([[[1, 1, 2, 2]]])
-    masks = torch.tensor([[[[0.9, 0.8, 0.0, 0.1]]]])  # one mask; object 2 is left over
+    masks = torch.tensor([[[[0.9, 0.8, 0.0, 0.1]]]])[:, :, None]  # one mask; 2 is left over
     assert fg_ari(masks, ids).item() == 1.0
 
 
 def test_background_is_ignored():
     ids = torch.tensor([[[0, 0, 1, 1]]])
-    masks = torch.tensor([[[[1.0, 0.0, 1.0, 1.0]], [[0.0, 1.0, 0.0, 0.0]]]])
+    masks = torch.tensor([[[[1.0, 0.0, 1.0, 1.0]], [[0.0, 1.0, 0.0, 0.0]]]])[:, :, None]
     assert fg_ari(masks, ids).item() == 1.0
 
 
 def test_count_and_collapse():
     ids = torch.zeros(2, 10, 10, dtype=torch.long)
     ids[:, :5] = 1
-    good = torch.zeros(2, 3, 10, 10)
-    good[:, 0, :5], good[:, 1, 5:] = 1, 1
+    good = torch.zeros(2, 3, 1, 10, 10)
+    good[:, 0, :, :5], good[:, 1, :, 5:] = 1, 1
     assert count_accuracy(good, ids) == 1.0
     assert collapse_share(good) == 0.0
-    collapsed = torch.zeros(2, 3, 10, 10)
+    collapsed = torch.zeros(2, 3, 1, 10, 10)
     collapsed[:, 0] = 1
     assert count_accuracy(collapsed, ids) == 0.0
     assert collapse_share(collapsed) == 1.0

@@ -12,9 +12,11 @@ from vle_kit.cli import main
 from vle_kit.errors import VleKitError
 from vle_kit.recipe import load_recipe
 from vle_kit.report import compare
+from vle_kit.results import Curve, Evaluation, ImageShape
 from vle_kit.runs import RunDir
 from vle_kit.tokenfile import load_tokens
-from vle_kit.train import build_model, load_run, train
+from vle_kit.build import build_model, load_run
+from vle_kit.train import train
 
 
 @pytest.fixture(scope="module")
@@ -79,11 +81,11 @@ def test_encode_then_decode_gives_the_same_reconstruction(tiny_run, tmp_path, ca
     saved = tmp_path / "tokens.safetensors"
     assert main(["encode", str(tiny_run), str(images), "-o", str(saved), "--recons"]) == 0
     tensors, meta = load_tokens(saved)
-    assert tensors["tokens"].shape == (3, 3, 4, 4, 4) and meta["asked"] == 3
+    assert tensors["tokens"].shape == (3, 3, 4, 4, 4) and meta["k"] == 3
     assert tensors["recons"].shape == (3, 3, 3, 16, 16)
     model = load_run(tiny_run).model
     for j in (1, 2, 3):  # every prefix decodes to the reconstruction after j tokens
-        decoded = model.decode(tensors["tokens"][:, :j], meta["asked"])
+        decoded = model.decode(tensors["tokens"][:, :j], meta["k"])
         assert torch.allclose(decoded.recons[:, -1], tensors["recons"][:, j - 1], atol=1e-5)
     out = tmp_path / "out"
     assert main(["decode", str(saved), "-o", str(out), "--tokens", "2"]) == 0
@@ -122,10 +124,14 @@ def test_a_head_that_sees_the_image_decodes_only_with_its_masks(vanilla):
 
 
 def fake_result(size, name):
-    return {"recipe": name, "tokens": [1, 2], "floats": [64, 128],
-            "image": {"channels": 3, "height": size, "width": size},
-            "vle": {"mse": [0.04, 0.03]}, "pca": {"mse": [0.05, 0.04]},
-            "separation": {"similarity": {"mean_off_diagonal": 0.1}}}
+    def curve(mse):
+        return Curve(mse=mse, psnr=[0.0, 0.0], ssim=[0.0, 0.0], improved=[1.0, 1.0])
+
+    return Evaluation(recipe=name, data="", tokens=[1, 2], floats=[64, 128], test_images=2,
+                      image=ImageShape(channels=3, height=size, width=size),
+                      vle=curve([0.04, 0.03]), vle_asked_k=curve([0.04, 0.03]),
+                      pca=curve([0.05, 0.04]),
+                      separation={"similarity": {"mean_off_diagonal": 0.1}})
 
 
 def test_compare_refuses_runs_of_different_image_sizes(tmp_path):
@@ -136,7 +142,7 @@ def test_compare_refuses_runs_of_different_image_sizes(tmp_path):
 def test_compare_charts_and_tabulates_runs(tiny_run, tmp_path, capsys):
     other = tmp_path / "other"
     other.mkdir()
-    (other / "eval.json").write_text(json.dumps(fake_result(16, "vae")))
+    (other / "eval.json").write_text(fake_result(16, "vae").to_json())
     assert main(["compare", str(tiny_run), str(other), "-o", str(tmp_path / "cmp")]) == 0
     table = (tmp_path / "cmp" / "compare.md").read_text()
     assert "| tiny |" not in table and "| vanilla |" in table and "| vae |" in table
@@ -157,3 +163,15 @@ def test_training_logs_its_metrics_to_tensorboard_too(tiny_run):
     loss_steps = [row["step"] for row in logged if "loss" in row]
     assert [e.step for e in board.Scalars("loss")] == loss_steps
     assert [e.step for e in board.Scalars("test_mse")] == [2, 4]
+
+
+def test_an_old_eval_json_is_one_line(tmp_path, capsys):
+    (tmp_path / "eval.json").write_text(json.dumps({"tokens": [1], "vle": {"mse": [0.1]}}))
+    assert main(["compare", str(tmp_path), "-o", str(tmp_path / "cmp")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "eval.json format 1" in err and "vle-kit eval" in err
+
+
+def test_eval_json_round_trips(tiny_run):
+    text = (tiny_run / "eval.json").read_text()
+    assert Evaluation.from_json(text).to_json() == text

@@ -5,7 +5,8 @@ import torch
 from conftest import TINY
 
 from vle_kit.recipe import load_recipe
-from vle_kit.train import build_model, learning_rate
+from vle_kit.build import build_model
+from vle_kit.train import learning_rate
 
 
 def tiny_model(vanilla, *overrides):
@@ -31,7 +32,7 @@ def test_token_is_as_small_as_the_recipe_says(vanilla):
 def test_encoder_knows_how_many_tokens_were_asked_for(vanilla):
     model, _ = tiny_model(vanilla)
     with torch.no_grad():
-        model.asked.weight.normal_()
+        model.film_k.weight.normal_()
     x = torch.rand(2, 3, 16, 16)
     assert not torch.allclose(model(x, 1).tokens[:, 0], model(x, 3).tokens[:, 0])
 
@@ -42,7 +43,7 @@ def test_memory_carries_information_across_steps(vanilla):
     x1, x2 = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
     # masked_residual without masks feeds x at every step, so only memory differs
     with torch.no_grad():
-        model.step.weight.zero_()
+        model.film_step.weight.zero_()
     a, b = model(x1, 2).tokens, model(x2, 2).tokens
     assert not torch.allclose(a[:, 1], b[:, 1])
     model_nomem, _ = tiny_model(vanilla, "model.composer.use=masked_residual",

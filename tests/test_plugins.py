@@ -37,7 +37,7 @@ def test_throwaway_composer_trains_through_a_recipe(vanilla, tmp_path):
     recipe = validate(table, registry)
     run = RunDir.create(tmp_path, recipe.recipe.name)
     result = train(recipe, registry, run)
-    assert len(result["vle"]["mse"]) == recipe.tokens.max
+    assert len(result.vle.mse) == recipe.tokens.max
     assert run.checkpoint.is_file()
 
 

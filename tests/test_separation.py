@@ -20,7 +20,7 @@ def test_identical_tokens_are_fully_similar_and_orthogonal_ones_not():
 @given(st.integers(1, 4), st.integers(1, 5), st.integers(0, 2**31 - 1))
 def test_claims_are_shares_that_sum_to_one(n, k, seed):
     g = torch.Generator().manual_seed(seed)
-    weights = torch.rand(n, k, 6, 6, generator=g)
+    weights = torch.rand(n, k, 1, 6, 6, generator=g)
     objects = torch.randint(0, 4, (n, 6, 6), generator=g)
     claimed = separation.claims(weights, objects)
     assert (claimed >= 0).all() and torch.allclose(claimed.sum(2), torch.ones(n, k))
@@ -31,7 +31,7 @@ def test_a_token_claims_the_object_its_weight_lies_on():
     objects[0, :2] = 1
     objects[0, 2:, :2] = 2
     weights = torch.stack([(objects == 1).float(), (objects == 0).float(),
-                           (objects == 2).float()], 1)
+                           (objects == 2).float()], 1)[:, :, None]
     image, token, object_id = separation.object_tokens(separation.claims(weights, objects))
     assert token.tolist() == [0, 2] and object_id.tolist() == [1, 2], "background token dropped"
 

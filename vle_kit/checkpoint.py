@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import random
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+import numpy as np
 import torch
 
 from vle_kit.errors import VleKitError
@@ -61,3 +63,26 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict:
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
         raise VleKitError(f"{path}: not a vle_kit checkpoint of format {FORMAT_VERSION}")
     return state
+
+
+def rng_state() -> dict:
+    """Every global random generator, as tensors and plain values (loadable weights-only)."""
+    version, mt, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "python": {"version": version, "state": list(mt), "gauss": gauss},
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
+                      "has_gauss": has_gauss, "cached": cached}}
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what `rng_state` saved."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["cached"]))

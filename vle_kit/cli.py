@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from vle_kit.errors import RecipeError, VleKitError
+from vle_kit.errors import Interrupted, RecipeError, VleKitError
 
 
 def _recipe_args(p: argparse.ArgumentParser) -> None:
@@ -66,9 +66,11 @@ def parser() -> argparse.ArgumentParser:
 
 def cmd_run(args) -> int:
     from vle_kit import distributed
+    from vle_kit.build import select_device
     from vle_kit.recipe import load_recipe
+    from vle_kit.report import curve_table, markdown
     from vle_kit.runs import RunDir
-    from vle_kit.train import select_device, train
+    from vle_kit.train import train
 
     if (args.recipe is None) == (args.resume is None):
         raise VleKitError("give a recipe to start a run, or --resume RUN_DIR, not both")
@@ -89,12 +91,9 @@ def cmd_run(args) -> int:
                        allow_changes=args.allow_changes)
     finally:
         distributed.stop()
-    if not result:
+    if result is None:
         return 0
-    rows = zip(result["tokens"], result["vle"]["mse"], result["vle"]["psnr"], result["pca"]["mse"])
-    print("tokens  test MSE  PSNR dB  PCA MSE")
-    for k, mse, db, pca in rows:
-        print(f"{k:>6}  {mse:8.5f}  {db:7.2f}  {pca:7.5f}")
+    print(markdown([curve_table(result)]))
     written = [run.eval_json, run.report_html, run.curve_png, run.grid_png, run.masks_png,
                run.similarity_png, run.probe_png]
     print(f"wrote {', '.join(str(p) for p in written if p.exists())}")
@@ -103,11 +102,11 @@ def cmd_run(args) -> int:
 
 def cmd_check(args) -> int:
     from vle_kit.recipe import load_recipe
+    from vle_kit.slots import MODEL_SLOTS
 
     recipe, _ = load_recipe(args.recipe, args.overrides, args.plugins)
-    print(f"{args.recipe}: ok ({recipe.recipe.name}: composer {recipe.model.composer.use}, "
-          f"memory {recipe.model.memory.use}, saliency {recipe.model.saliency.use}, "
-          f"combiner {recipe.model.combiner.use}, data {recipe.data.use})")
+    parts = ", ".join(f"{s.name} {getattr(recipe.model, s.name).use}" for s in MODEL_SLOTS)
+    print(f"{args.recipe}: ok ({recipe.recipe.name}: {parts}, data {recipe.data.use})")
     return 0
 
 
@@ -123,10 +122,10 @@ def cmd_plugins(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    from vle_kit.build import load_data, load_run
     from vle_kit.evaluate import write_evaluation
     from vle_kit.report import curve_table, markdown, separation_blocks
     from vle_kit.runs import RunDir
-    from vle_kit.train import load_data, load_run
 
     trained = load_run(args.run, args.overrides, args.plugins, args.data, args.device)
     recipe, channels = trained.recipe, trained.model.image_shape[0]
@@ -143,19 +142,16 @@ def cmd_eval(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    import json
-
     from vle_kit.report import compare
+    from vle_kit.results import Evaluation
 
     results = {}
     for run in args.runs:
         path = run / "eval.json"
         if not path.is_file():
             raise VleKitError(f"{run}: no eval.json (train it, or run `vle-kit eval {run}`)")
-        result = json.loads(path.read_text())
-        if "image" not in result:
-            raise VleKitError(f"{path}: written by an older vle_kit; run `vle-kit eval {run}`")
-        name = result.get("recipe") or run.name
+        result = Evaluation.read(path)
+        name = result.recipe or run.name
         results[name if name not in results else run.name] = result
     print(compare(results, args.out))
     print(f"wrote {args.out / 'compare.png'} and {args.out / 'compare.md'}")
@@ -163,10 +159,10 @@ def cmd_compare(args) -> int:
 
 
 def cmd_encode(args) -> int:
+    from vle_kit.build import load_run
     from vle_kit.evaluate import encode_all
     from vle_kit.images import image_files, read_images
     from vle_kit.tokenfile import save_tokens
-    from vle_kit.train import load_run
 
     trained = load_run(args.run, device=args.device)
     model = trained.model
@@ -180,10 +176,10 @@ def cmd_encode(args) -> int:
     encoded = encode_all(model, read_images(files, size, channels), k, trained.device,
                          score="none", recons=args.recons)
     saved = {"tokens": encoded.tokens, "recons": encoded.recons,
-             "masks": None if encoded.masks is None or model.saliency.from_tokens
-             else encoded.masks[:, :, None]}  # masks only where decoding needs them
+             "masks": None if model.saliency.from_tokens
+             else encoded.masks}  # masks only where decoding needs them
     save_tokens(args.out, {n: v for n, v in saved.items() if v is not None},
-                run=trained.run.path, asked=k, images=[str(f) for f in files])
+                run=trained.run.path, k=k, images=[str(f) for f in files])
     print(f"wrote {args.out}: {len(files)} images x {k} tokens of "
           f"{tuple(encoded.tokens.shape[2:])}")
     return 0
@@ -192,10 +188,9 @@ def cmd_encode(args) -> int:
 def cmd_decode(args) -> int:
     from collections import Counter
 
-    from torchvision.utils import save_image
-
+    from vle_kit.build import load_run
+    from vle_kit.images import write_image
     from vle_kit.tokenfile import load_tokens
-    from vle_kit.train import load_run
 
     tensors, meta = load_tokens(args.tokens_file)
     trained = load_run(args.run or meta["run"], device=args.device)
@@ -204,14 +199,14 @@ def cmd_decode(args) -> int:
     if not 1 <= j <= saved:
         raise VleKitError(f"--tokens: the file holds {saved} tokens per image, got {j}")
     masks = tensors.get("masks")
-    out = trained.model.decode(tensors["tokens"][:, :j].to(trained.device), meta["asked"],
+    out = trained.model.decode(tensors["tokens"][:, :j].to(trained.device), meta["k"],
                                None if masks is None else masks[:, :j].to(trained.device))
     args.out.mkdir(parents=True, exist_ok=True)
     names = [Path(p).stem for p in meta["images"]]
     repeated = {n for n, count in Counter(names).items() if count > 1}
     for i, recon in enumerate(out.recons[:, -1]):
         stem = f"{i:05d}_{names[i]}" if names[i] in repeated else names[i]
-        save_image((recon.clamp(-1, 1) + 1) / 2, args.out / f"{stem}.png")
+        write_image(recon, args.out / f"{stem}.png")
     print(f"wrote {len(names)} images decoded from {j} of {saved} tokens to {args.out}")
     return 0
 
@@ -228,8 +223,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{e.source}: {problem}", file=sys.stderr)
         return 2
     except VleKitError as e:
-        from vle_kit.train import Interrupted
-
         if not isinstance(e, Interrupted):
             print(f"error: {e}", file=sys.stderr)
             return 1

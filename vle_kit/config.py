@@ -2,12 +2,15 @@
 
 Slot tables (`[model.memory]`, `[data]`, `[[mask_loss]]`) become a `Choice`: the registered
 name from their `use` key and that plug-in's own Config built from the table's other keys.
+Which slots a table holds comes from the slot table (vle_kit/slots.py), not from this file.
 """
 
 from __future__ import annotations
 
 import attrs
 from attrs import validators as v
+
+from vle_kit.slots import SLOTS
 
 
 @attrs.frozen
@@ -18,9 +21,22 @@ class Choice:
     config: object
 
 
-def slot(name: str, default: str) -> attrs.Attribute:
-    """A field filled by the plug-in of `name` that the table's `use` key picks."""
-    return attrs.field(default=None, metadata={"slot": name, "default_use": default})
+def with_slots(table: str):
+    """Class decorator: an attrs table class with one field per slot of the slot table chosen
+    in `table` ("model" for [model.memory] and the like, "" for [data] and [[mask_loss]])."""
+
+    def decorate(cls: type) -> type:
+        annotations = dict(cls.__dict__.get("__annotations__", {}))
+        for s in SLOTS:
+            parent, _, field = s.key.rpartition(".")
+            if parent == table:
+                annotations[field] = "tuple[Choice, ...]" if s.many else "Choice"
+                setattr(cls, field, attrs.field(default=() if s.many else None,
+                                                metadata={"slot": s}))
+        cls.__annotations__ = annotations
+        return attrs.frozen(kw_only=True)(cls)
+
+    return decorate
 
 
 def _at_least_field(other: str):
@@ -54,17 +70,13 @@ class TokenConfig:
         return self.channels * self.size * self.size
 
 
-@attrs.frozen(kw_only=True)
+@with_slots("model")
 class ModelConfig:
-    """[model]: the network around the slots."""
+    """[model]: the network around the slots, and a [model.<slot>] table per model slot."""
 
     width: int = attrs.field(default=64, validator=v.ge(4))  # encoder channels at memory resolution
     blocks: int = attrs.field(default=1, validator=v.ge(0))  # residual blocks in the encoder body
     token: TokenConfig = attrs.field(factory=TokenConfig)
-    composer: Choice = slot("composer", "residual")
-    memory: Choice = slot("memory", "convlstm")
-    saliency: Choice = slot("saliency", "none")
-    combiner: Choice = slot("combiner", "sum")
 
 
 @attrs.frozen(kw_only=True)
@@ -107,18 +119,15 @@ class EvalConfig:
     probe_images: int = attrs.field(default=1000, validator=v.ge(10))  # train images to fit probes
 
 
-@attrs.frozen(kw_only=True)
+@with_slots("")
 class Recipe:
-    """A whole validated recipe."""
+    """A whole validated recipe: the tables above, [data] and the [[mask_loss]] list."""
 
     recipe: RecipeMeta = attrs.field(factory=RecipeMeta)
     model: ModelConfig = attrs.field(factory=ModelConfig)
     tokens: TokensConfig = attrs.field(factory=TokensConfig)
-    data: Choice = slot("dataset", "shapes")
     train: TrainConfig = attrs.field(factory=TrainConfig)
     eval: EvalConfig = attrs.field(factory=EvalConfig)
-    mask_loss: tuple[Choice, ...] = attrs.field(default=(), metadata={"slot": "mask_loss",
-                                                                        "many": True})
 
     @property
     def eval_tokens(self) -> int:

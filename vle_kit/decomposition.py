@@ -7,7 +7,7 @@ from torch import Tensor
 
 
 def with_leftover(masks: Tensor) -> Tensor:
-    """(N, K, H, W) masks -> (N, K + 1, H, W): the last is what no mask claimed, 1 - sum."""
+    """(N, K, 1, H, W) masks -> (N, K + 1, 1, H, W): the last is what no mask claimed."""
     return torch.cat([masks, (1 - masks.sum(1, keepdim=True)).clamp_min(0)], 1)
 
 
@@ -15,10 +15,11 @@ def fg_ari(masks: Tensor, objects: Tensor) -> Tensor:
     """Adjusted Rand index of the masks' per-pixel argmax against the true objects, on the
     foreground only (objects > 0), per image (N,); NaN for an image without foreground.
 
-    masks: (N, K, H, W) in [0, 1], not necessarily summing to 1 (a leftover cluster is added).
+    masks: (N, K, 1, H, W) in [0, 1], not necessarily summing to 1 (a leftover cluster is
+    added).
     objects: (N, H, W) integer ids, 0 = background.
     """
-    pred = with_leftover(masks).argmax(1)  # (N, H, W)
+    pred = with_leftover(masks).argmax(1)[:, 0]  # (N, H, W)
     n, p = masks.shape[0], masks.shape[1] + 1
     g = int(objects.max()) + 1
     flat = (torch.arange(n)[:, None, None] * g + objects) * p + pred
@@ -38,7 +39,8 @@ def fg_ari(masks: Tensor, objects: Tensor) -> Tensor:
 
 
 def nonempty(masks: Tensor, min_share: float = 0.005) -> Tensor:
-    """(N, K, H, W) -> (N, K) bool: masks that hold at least `min_share` of the image above 0.5."""
+    """(N, K, 1, H, W) -> (N, K) bool: masks holding at least `min_share` of the image above
+    0.5."""
     return (masks > 0.5).flatten(2).float().mean(2) >= min_share
 
 

@@ -18,3 +18,7 @@ class RecipeError(VleKitError):
         self.source = source
         self.problems = problems
         super().__init__("\n".join(f"{source}: {p}" for p in problems))
+
+
+class Interrupted(VleKitError):
+    """The user asked a run to stop; a checkpoint was saved."""

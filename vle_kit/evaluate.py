@@ -3,28 +3,23 @@ whose error fell at that token, beside PCA of equal size; how the tokens separat
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import attrs
 import torch
 from torchmetrics.functional.image import structural_similarity_index_measure
-from torchvision.utils import save_image
 
 from vle_kit import distributed, report, separation
 from vle_kit.config import Recipe
+from vle_kit.data import ImageSet, to_signed
 from vle_kit.decomposition import collapse_share, count_accuracy, fg_ari
-from vle_kit.interfaces import ImageSet
+from vle_kit.images import write_grid
 from vle_kit.model import VLE
 from vle_kit.recipe import dump_recipe
+from vle_kit.results import Curve, Evaluation, ImageShape, MaskScores
 from vle_kit.runs import RunDir
 
 PEAK = 2.0  # images live in [-1, 1]
-
-
-def to_signed(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float [-1, 1]."""
-    return images.float().div_(127.5).sub_(1)
 
 
 def psnr(mse: torch.Tensor) -> torch.Tensor:
@@ -55,7 +50,7 @@ class Encoded:
     tokens: torch.Tensor  # (N, K, channels, size, size)
     mse: torch.Tensor | None  # (N, K + 1) after 0..K tokens
     ssim: torch.Tensor | None  # (N, K) after 1..K tokens
-    masks: torch.Tensor | None  # (N, K, H, W)
+    masks: torch.Tensor | None  # (N, K, 1, H, W)
     claims: torch.Tensor | None  # (N, K, O + 1) share of each token on each object id
     recons: torch.Tensor | None = None  # (N, K, C, H, W), when asked for
 
@@ -86,21 +81,21 @@ def encode_all(model: VLE, images: torch.Tensor, k: int, device: torch.device,
         if recons:
             out_parts["recons"].append(out.recons.cpu())
         if out.masks is not None:
-            out_parts["masks"].append(out.masks[:, :, 0].cpu())
+            out_parts["masks"].append(out.masks.cpu())
         if objects is not None:
-            weights = out.parts.abs().mean(2) if out.masks is None else out.masks[:, :, 0]
+            weights = out.parts.abs().mean(2, keepdim=True) if out.masks is None else out.masks
             out_parts["claims"].append(separation.claims(weights.cpu(),
                                                          objects[start:start + batch], ids))
     joined = {name: torch.cat(parts) if parts else None for name, parts in out_parts.items()}
     return Encoded(**{name: distributed.gather(value) for name, value in joined.items()})
 
 
-def summary(mse: torch.Tensor, ssim: torch.Tensor) -> dict[str, list[float]]:
+def summary(mse: torch.Tensor, ssim: torch.Tensor) -> Curve:
     """Means over images per k from per-image MSE (N, K + 1) and SSIM (N, K); `improved` is
     the share of images whose error fell at token k."""
-    return {"mse": mse[:, 1:].mean(0).tolist(), "psnr": psnr(mse[:, 1:]).mean(0).tolist(),
-            "ssim": ssim.mean(0).tolist(),
-            "improved": (mse[:, 1:] < mse[:, :-1]).float().mean(0).tolist()}
+    return Curve(mse=mse[:, 1:].mean(0).tolist(), psnr=psnr(mse[:, 1:]).mean(0).tolist(),
+                 ssim=ssim.mean(0).tolist(),
+                 improved=(mse[:, 1:] < mse[:, :-1]).float().mean(0).tolist())
 
 
 @torch.no_grad()
@@ -139,45 +134,39 @@ def separation_numbers(probe: Encoded | None, probe_set: ImageSet, test: Encoded
     return result
 
 
-def evaluate(model: VLE, train_set: ImageSet, test_set: ImageSet, *, k_max: int,
-             floats_per_token: int, device: torch.device, probe_images: int = 1000) -> dict:
-    """The numbers of eval.json: the VLE's prefix curve (first k of one K-token encoding), the
-    VLE asked for exactly k tokens, PCA; token separation; for models with masks, how they
-    split the scenes."""
-    test = encode_all(model, test_set.images, k_max, device, test_set.objects)
-    asked = [encode_all(model, test_set.images, k, device, score="last")
-             for k in range(1, k_max)]
+def evaluate(model: VLE, train_set: ImageSet, test_set: ImageSet, *, k: int,
+             floats_per_token: int, device: torch.device, probe_images: int = 1000,
+             recipe: str = "", data: str = "") -> Evaluation | None:
+    """The VLE's prefix curve (first j of one k-token encoding, j = 1..k), the VLE asked for
+    exactly j tokens, PCA; token separation; for models with masks, how they split the
+    scenes. Under torchrun every rank encodes its share; rank 0 alone returns the result."""
+    test = encode_all(model, test_set.images, k, device, test_set.objects)
+    asked = [encode_all(model, test_set.images, j, device, score="last") for j in range(1, k)]
     asked_mse = torch.stack([test.mse[:, 0]] + [a.mse[:, -1] for a in asked] + [test.mse[:, -1]],
                             1)
     asked_ssim = torch.stack([a.ssim[:, -1] for a in asked] + [test.ssim[:, -1]], 1)
     probe_set = train_set[:probe_images]
-    probe = encode_all(model, probe_set.images, k_max, device, probe_set.objects,
+    probe = encode_all(model, probe_set.images, k, device, probe_set.objects,
                        score="none") if test_set.labels else None  # probes need labels
     if not distributed.is_main():  # the encodings were shared; the rest is rank 0's
-        return {}
-    floats = [min(k * floats_per_token, test_set.images[0].numel()) for k in range(1, k_max + 1)]
+        return None
+    floats = [min(j * floats_per_token, test_set.images[0].numel()) for j in range(1, k + 1)]
     x = to_signed(test_set.images)
     pca = scores(x, pca_reconstructions(train_set.images, test_set.images, floats))
     c, h, w = test_set.images.shape[1:]
-    result = {"tokens": list(range(1, k_max + 1)), "floats": floats,
-              "test_images": len(test_set), "image": {"channels": c, "height": h, "width": w},
-              "vle": summary(test.mse, test.ssim), "vle_asked_k": summary(asked_mse, asked_ssim),
-              "pca": summary(pca["mse"], pca["ssim"]),
-              "separation": separation_numbers(probe, probe_set, test, test_set,
-                                               floats_per_token)}
+    masks = None
     if test.masks is not None:
-        result["masks"] = {"collapse_share": collapse_share(test.masks)}
+        masks = MaskScores(collapse_share=collapse_share(test.masks))
         if test_set.objects is not None:
-            result["masks"].update(fg_ari=fg_ari(test.masks, test_set.objects).nanmean().item(),
-                                   count_accuracy=count_accuracy(test.masks, test_set.objects))
-    return result
-
-
-def _save_rows(columns: list[torch.Tensor], path: Path) -> None:
-    """Save a grid whose rows are images and whose columns are `columns`, each (B, C, H, W)
-    in [-1, 1]."""
-    grid = torch.stack(columns, 1).flatten(0, 1)
-    save_image((grid.cpu().clamp(-1, 1) + 1) / 2, path, nrow=len(columns), padding=1)
+            masks = attrs.evolve(masks, fg_ari=fg_ari(test.masks, test_set.objects).nanmean()
+                                 .item(), count_accuracy=count_accuracy(test.masks,
+                                                                        test_set.objects))
+    return Evaluation(recipe=recipe, data=data, tokens=list(range(1, k + 1)), floats=floats,
+                      test_images=len(test_set), image=ImageShape(channels=c, height=h, width=w),
+                      vle=summary(test.mse, test.ssim), vle_asked_k=summary(asked_mse, asked_ssim),
+                      pca=summary(pca["mse"], pca["ssim"]),
+                      separation=separation_numbers(probe, probe_set, test, test_set,
+                                                    floats_per_token), masks=masks)
 
 
 @torch.no_grad()
@@ -188,28 +177,25 @@ def write_grids(model: VLE, images: torch.Tensor, k: int, device: torch.device, 
     model.eval()
     x = to_signed(images).to(device)
     out = model(x, k)
-    _save_rows([x, *out.recons.unbind(1)], grid)
+    write_grid([x, *out.recons.unbind(1)], grid)
     if out.masks is not None:
         shown = out.masks.expand(-1, -1, x.shape[1], -1, -1)
-        _save_rows([x, *[c for m, p in zip(shown.unbind(1), out.parts.unbind(1))
+        write_grid([x, *[c for m, p in zip(shown.unbind(1), out.parts.unbind(1))
                          for c in (m * 2 - 1, m * p - (1 - m))]], masks)
 
 
-def write_json(result: dict, path: Path) -> None:
-    path.write_text(json.dumps(result, indent=2))
-
-
 def write_evaluation(model: VLE, recipe: Recipe, train_set: ImageSet, test_set: ImageSet,
-                     device: torch.device, folder: RunDir, title: str) -> dict:
-    """Evaluate and write eval.json, the figures, the grids and report.html into `folder`."""
-    result = evaluate(model, train_set, test_set, k_max=recipe.eval_tokens,
+                     device: torch.device, folder: RunDir, title: str) -> Evaluation | None:
+    """Evaluate and write eval.json, the figures, the grids and report.html into `folder`
+    (under torchrun: rank 0 writes and returns the result, the others return None)."""
+    result = evaluate(model, train_set, test_set, k=recipe.eval_tokens,
                       floats_per_token=recipe.model.token.floats, device=device,
-                      probe_images=recipe.eval.probe_images)
-    if not distributed.is_main():
-        return result
-    result.update(recipe=recipe.recipe.name, data=recipe.data.use)
+                      probe_images=recipe.eval.probe_images, recipe=recipe.recipe.name,
+                      data=recipe.data.use)
+    if result is None:
+        return None
     folder.path.mkdir(parents=True, exist_ok=True)
-    write_json(result, folder.eval_json)
+    result.write(folder.eval_json)
     report.write_curve_plot(result, title, folder.curve_png)
     report.write_similarity_plot(result, title, folder.similarity_png)
     report.write_probe_plot(result, title, folder.probe_png)

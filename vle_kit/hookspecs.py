@@ -23,6 +23,11 @@ def register_memories(register):
 
 
 @hookspec
+def register_decoders(register):
+    """Decoders: a token into the part it adds, maybe seeing what earlier tokens drew."""
+
+
+@hookspec
 def register_saliency_heads(register):
     """Saliency heads: the mask saying which part of the image a token explains."""
 

@@ -7,7 +7,9 @@ from pathlib import Path
 import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.transforms.v2 import functional as TF
+from torchvision.utils import save_image
 
+from vle_kit.data import to_unit
 from vle_kit.errors import VleKitError
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
@@ -31,3 +33,15 @@ def read_image(path: Path, size: int, channels: int = 3) -> torch.Tensor:
 def read_images(paths: list[Path], size: int, channels: int = 3) -> torch.Tensor:
     return torch.stack([read_image(p, size, channels) for p in paths]) if paths else \
         torch.empty(0, channels, size, size, dtype=torch.uint8)
+
+
+def write_image(x: torch.Tensor, path: Path) -> None:
+    """Save one image (C, H, W) in [-1, 1] as a PNG."""
+    save_image(to_unit(x.cpu()), path)
+
+
+def write_grid(columns: list[torch.Tensor], path: Path) -> None:
+    """Save a grid whose rows are images and whose columns are `columns`, each (B, C, H, W)
+    in [-1, 1]."""
+    grid = torch.stack(columns, 1).flatten(0, 1)
+    save_image(to_unit(grid.cpu()), path, nrow=len(columns), padding=1)

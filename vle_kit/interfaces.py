@@ -9,11 +9,9 @@ from __future__ import annotations
 from typing import ClassVar
 
 import attrs
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vle_kit.errors import VleKitError
 
 
 @attrs.frozen
@@ -21,13 +19,17 @@ class NoOptions:
     """The Config of a plug-in that takes no options."""
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class ModelSpec:
     """What every model part may need to know about the model it is built into."""
 
     image_channels: int  # C of the images
+    image_size: int = 32  # H = W of the images
     width: int  # feature channels of the encoder where memory and saliency see them
-    tokens_max: int  # the largest number of tokens the model is asked for
+    tokens_max: int  # the largest number of tokens the model is trained to be asked for
+    token_channels: int = 4  # one token is token_channels x token_size x token_size floats
+    token_size: int = 4
+    mask_channels: int = 0  # channels the decoder emits beside the part, for the saliency head
 
 
 @attrs.define(eq=False)
@@ -41,6 +43,7 @@ class State:
     mask_sum: Tensor  # (B, 1, H, W) in [0, 1]: how much of each pixel the masks have claimed
     masks: list[Tensor]  # the masks so far, each (B, 1, H, W)
     progress: float = 1.0  # share of training done, for annealed plug-ins; 1 outside training
+    decoder_memory: object | None = None  # what the decoder carries from step to step
 
     @classmethod
     def start(cls, x: Tensor, k: int, progress: float = 1.0) -> State:
@@ -59,11 +62,10 @@ class ModelPart(nn.Module):
 
 
 class Composer(ModelPart):
-    """Builds the encoder's input at a step from the image and the state."""
+    """Builds the encoder's input at a step from the image and the state: image_channels +
+    extra_channels planes."""
 
-    def __init__(self, cfg, spec: ModelSpec):
-        super().__init__(cfg, spec)
-        self.out_channels = spec.image_channels  # set more for a composer that adds planes
+    extra_channels: ClassVar[int] = 0  # planes it adds to the image's, e.g. a mask
 
     def forward(self, x: Tensor, state: State) -> Tensor:
         raise NotImplementedError
@@ -77,12 +79,24 @@ class Memory(ModelPart):
         raise NotImplementedError
 
 
+class Decoder(ModelPart):
+    """Turns a token (B, c, s, s) into the part it adds to the image (B, C, H, W), followed by
+    spec.mask_channels channels for the saliency head. It may look at what the earlier tokens
+    drew (state.recon, state.masks) and carry a memory of its own from step to step, never at
+    the image: everything it sees follows from the tokens, so any prefix decodes exactly."""
+
+    def forward(self, z: Tensor, state: State, memory: object | None
+                ) -> tuple[Tensor, object | None]:
+        """Return the decoded channels and the memory for the next step."""
+        raise NotImplementedError
+
+
 class SaliencyHead(ModelPart):
     """Produces the mask (B, 1, H, W) of the part a token explains, or None."""
 
-    decoder_channels: int = 0  # extra channels the decoder emits for this head
-    from_tokens: bool = False  # True if the mask follows from the decoder's output alone, so
-    #                            saved tokens decode without the image (see VLE.decode)
+    decoder_channels: ClassVar[int] = 0  # extra channels the decoder emits for this head
+    from_tokens: ClassVar[bool] = False  # True if the mask follows from the decoder's output
+    #                                      alone, so saved tokens decode without the image
 
     def forward(self, state: State, feat: Tensor, part: Tensor, extra: Tensor) -> Tensor | None:
         raise NotImplementedError
@@ -114,63 +128,4 @@ class MaskLoss(nn.Module):
         self.cfg = cfg
 
     def forward(self, masks: Tensor, images: Tensor) -> Tensor:
-        raise NotImplementedError
-
-
-@attrs.frozen(kw_only=True)
-class DataConfig:
-    """Options every data set has."""
-
-    size: int = attrs.field(default=32, validator=attrs.validators.ge(8))  # images are size x size
-    train: int = attrs.field(default=20000, validator=attrs.validators.ge(1))  # training images
-    test: int = attrs.field(default=1000, validator=attrs.validators.ge(1))  # held-out images
-    seed: int = attrs.field(default=0, validator=attrs.validators.ge(0))  # not train.seed
-
-
-@attrs.frozen
-class ImageSet:
-    """A split held in memory: uint8 images and, where known, object ids and labels."""
-
-    images: Tensor  # (N, C, H, W) uint8
-    objects: Tensor | None = None  # (N, H, W) int64, 0 = background, i = i-th object
-    labels: dict[str, Tensor] = attrs.field(factory=dict)  # name -> (N, max_objects), -1 = none
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def __getitem__(self, rows: slice) -> ImageSet:
-        """The images of `rows`, with their objects and labels."""
-        return ImageSet(self.images[rows], None if self.objects is None else self.objects[rows],
-                        {name: labels[rows] for name, labels in self.labels.items()})
-
-    def with_channels(self, channels: int) -> ImageSet:
-        """The same set with `channels` channels: grey images are repeated into colour ones."""
-        have = self.images.shape[1]
-        if have == channels:
-            return self
-        if have != 1:
-            raise VleKitError(f"the data has {have} channels per image, the model takes "
-                              f"{channels}")
-        return attrs.evolve(self, images=self.images.expand(-1, channels, -1, -1).contiguous())
-
-
-def fixed_split(total: int, cfg: DataConfig, split: str, what: str) -> np.ndarray:
-    """Indices of `split` among `total` items: a fixed shuffle by cfg.seed, whose first
-    cfg.test items are held out and the next cfg.train trained on."""
-    if cfg.train + cfg.test > total:
-        raise VleKitError(f"data: {what} holds {total} images, the recipe asks for data.train + "
-                          f"data.test = {cfg.train + cfg.test}")
-    order = np.random.default_rng(cfg.seed).permutation(total)
-    return order[:cfg.test] if split == "test" else order[cfg.test:cfg.test + cfg.train]
-
-
-class Dataset:
-    """Loads the `train` or `test` split of a data set as an ImageSet."""
-
-    Config: ClassVar[type] = DataConfig
-
-    def __init__(self, cfg):
-        self.cfg = cfg
-
-    def load(self, split: str) -> ImageSet:
         raise NotImplementedError

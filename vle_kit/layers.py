@@ -1,9 +1,17 @@
-"""Small building blocks shared by the engine and the built-in plug-ins."""
+"""Small building blocks shared by the engine and the built-in plug-ins.
+
+Full-resolution layers are the dearest on a CPU (every operation runs over all H x W pixels
+with few channels), so the network enters and leaves the image through space-to-depth:
+the stem folds 2 x 2 pixel blocks into channels before its first convolution, and the decoders
+end with a convolution at half resolution whose channels unfold into 2 x 2 blocks.
+"""
 
 from __future__ import annotations
 
 import attrs
 from torch import Tensor, nn
+
+Activation = nn.GELU
 
 
 def conv3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
@@ -11,12 +19,12 @@ def conv3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
 
 
 class ResBlock(nn.Module):
-    """x + conv(gelu(conv(gelu(x)))): keeps channels and resolution."""
+    """x + conv(act(conv(act(x)))): keeps channels and resolution."""
 
     def __init__(self, channels: int, hidden: int | None = None):
         super().__init__()
         hidden = hidden or channels
-        self.net = nn.Sequential(nn.GELU(), conv3(channels, hidden), nn.GELU(),
+        self.net = nn.Sequential(Activation(), conv3(channels, hidden), Activation(),
                                  conv3(hidden, channels))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -27,12 +35,26 @@ class Up(nn.Sequential):
     """Doubles the resolution: nearest upsampling, then a 3x3 convolution."""
 
     def __init__(self, cin: int, cout: int):
-        super().__init__(nn.Upsample(scale_factor=2, mode="nearest"), conv3(cin, cout), nn.GELU())
+        super().__init__(nn.Upsample(scale_factor=2, mode="nearest"), conv3(cin, cout),
+                         Activation())
 
 
 def level_widths(width: int, levels: int, smallest: int = 32) -> list[int]:
     """Channels at each of `levels` resolutions, finest first: halving per doubling of size."""
     return [max(width >> (levels - i), smallest) for i in range(levels)] + [width]
+
+
+def stem(in_channels: int, width: int, down: int) -> nn.Sequential:
+    widths = level_widths(width, down)
+    return nn.Sequential(conv3(in_channels, widths[0]),
+                         *[m for a, b in zip(widths[:-1], widths[1:])
+                           for m in (Activation(), conv3(a, b, 2))])
+
+
+def up_path(width: int, up: int, out_channels: int) -> nn.Sequential:
+    widths = level_widths(width, up)[::-1]
+    return nn.Sequential(*[Up(a, b) for a, b in zip(widths[:-1], widths[1:])],
+                         conv3(widths[-1], out_channels))
 
 
 @attrs.frozen(kw_only=True)

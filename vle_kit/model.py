@@ -1,22 +1,26 @@
 """The VLE: one encoder-decoder called K times on what it has not explained yet.
 
     x ─► composer(x, state) ─► stem ─► memory ─► body(K, t) ─► to_token ─► z_t   (one token)
-    z_t ─► decoder ─► part_t (+ mask channels) ─► saliency ─► mask_t
+    z_t ─► decoder(state) ─► part_t (+ mask channels) ─► saliency ─► mask_t
     (part_t, mask_t) ─► combiner ─► recon_t ─► state for step t + 1
+
+The slots (composer, memory, decoder, saliency, combiner) are plug-ins; the stem, the body
+and the token layer around them are fixed here.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
 
 from vle_kit.config import ModelConfig
 from vle_kit.errors import VleKitError
-from vle_kit.interfaces import Combiner, Composer, Memory, SaliencyHead, State
-from vle_kit.layers import ResBlock, Up, conv3, level_widths
+from vle_kit.interfaces import Combiner, Composer, Decoder, Memory, ModelSpec, SaliencyHead, State
+from vle_kit.layers import Activation, ResBlock, conv3, stem
 
 
 @dataclasses.dataclass(frozen=True)  # not attrs: DistributedDataParallel looks into dataclasses
@@ -39,44 +43,42 @@ def gaussian_token(stats: Tensor, sample: bool) -> tuple[Tensor, Tensor]:
 
 
 class VLE(nn.Module):
-    def __init__(self, cfg: ModelConfig, *, image_channels: int, image_size: int, tokens_max: int,
-                 composer: Composer, memory: Memory, saliency: SaliencyHead, combiner: Combiner):
+    composer: Composer
+    memory: Memory
+    decoder: Decoder
+    saliency: SaliencyHead
+    combiner: Combiner
+
+    def __init__(self, cfg: ModelConfig, spec: ModelSpec, parts: Mapping[str, nn.Module]):
+        """`parts`: the plug-in of every model slot, by slot name, built for `spec`."""
         super().__init__()
+        for name, part in parts.items():
+            self.add_module(name, part)
         width, token = cfg.width, cfg.token
-        down = int(math.log2(image_size // (2 * token.size)))  # stem: image -> memory resolution
-        stem_widths = level_widths(width, down)
-        self.composer, self.memory, self.saliency, self.combiner = (composer, memory, saliency,
-                                                                    combiner)
-        self.stem = nn.Sequential(conv3(composer.out_channels, stem_widths[0]),
-                                  *[m for a, b in zip(stem_widths[:-1], stem_widths[1:])
-                                    for m in (nn.GELU(), conv3(a, b, 2))])
+        down = int(math.log2(spec.image_size // (2 * token.size)))  # image -> memory resolution
+        self.stem = stem(spec.image_channels + self.composer.extra_channels, width, down)
         # FiLM from "how many tokens were asked for" and "which step is this" (notes, Apr 12)
-        self.asked = nn.Embedding(tokens_max + 1, 2 * width)
-        self.step = nn.Embedding(tokens_max, 2 * width)
-        nn.init.zeros_(self.asked.weight)
-        nn.init.zeros_(self.step.weight)
+        self.film_k = nn.Embedding(spec.tokens_max + 1, 2 * width)
+        self.film_step = nn.Embedding(spec.tokens_max, 2 * width)
+        nn.init.zeros_(self.film_k.weight)
+        nn.init.zeros_(self.film_step.weight)
         self.body = nn.Sequential(*[ResBlock(width) for _ in range(cfg.blocks)])
         self.gaussian = token.gaussian
-        self.to_token = nn.Sequential(nn.GELU(), conv3(width, width, 2), nn.GELU(),
+        self.to_token = nn.Sequential(Activation(), conv3(width, width, 2), Activation(),
                                       nn.Conv2d(width, token.channels * (1 + token.gaussian), 1))
-        up_widths = level_widths(width, down + 1)[::-1]
-        self.decoder = nn.Sequential(
-            conv3(token.channels, width), ResBlock(width),
-            *[Up(a, b) for a, b in zip(up_widths[:-1], up_widths[1:])],
-            conv3(up_widths[-1], image_channels + saliency.decoder_channels))
-        self.image_shape = (image_channels, image_size, image_size)
-        self.tokens_max = tokens_max
+        self.image_shape = (spec.image_channels, spec.image_size, spec.image_size)
+        self.tokens_max = spec.tokens_max
 
     def forward(self, x: Tensor, k: int, progress: float = 1.0) -> Output:
         """Encode x (B, C, H, W) in [-1, 1] into k tokens, reconstructing after each."""
         state, memory = State.start(x, k, progress), None
         tokens, parts, recons, kls = [], [], [], []
-        asked = self.asked.weight[min(k, self.tokens_max)]  # past training's K: its largest
+        film_k = self.film_k.weight[min(k, self.tokens_max)]  # past training's K: its largest
         for t in range(k):
             feat = self.stem(self.composer(x, state))
             feat, memory = self.memory(feat, memory)
-            scale, shift = (asked + self.step.weight[min(t, self.tokens_max - 1)]).view(2, 1, -1,
-                                                                                      1, 1)
+            film = film_k + self.film_step.weight[min(t, self.tokens_max - 1)]
+            scale, shift = film.view(2, 1, -1, 1, 1)
             feat = self.body(feat * (1 + scale) + shift)
             z = self.to_token(feat)
             if self.gaussian:
@@ -92,7 +94,7 @@ class VLE(nn.Module):
                 mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Decode token z at step state.step into its part and the new reconstruction, and
         advance the state. `mask`, if given, replaces the saliency head's."""
-        out = self.decoder(z)
+        out, state.decoder_memory = self.decoder(z, state, state.decoder_memory)
         part, extra = out[:, :self.image_shape[0]], out[:, self.image_shape[0]:]
         if mask is None:
             mask = self.saliency(state, feat, part, extra)

@@ -16,17 +16,8 @@ import pluggy
 
 from vle_kit import hookspecs
 from vle_kit.errors import PluginError
-from vle_kit.interfaces import DataConfig, MaskLossConfig, NoOptions
-
-# slot name (as recipes and messages say it) -> the hook that fills it
-SLOTS = {
-    "composer": "register_composers",
-    "memory": "register_memories",
-    "saliency": "register_saliency_heads",
-    "combiner": "register_combiners",
-    "mask_loss": "register_mask_losses",
-    "dataset": "register_datasets",
-}
+from vle_kit.interfaces import NoOptions
+from vle_kit.slots import BY_NAME, SLOTS
 
 BUILTIN_PACKAGE = "vle_kit_plugins"  # the plugins/ folder: every module in it is a plug-in
 
@@ -120,19 +111,18 @@ def plugin_manager(extra: Iterable[object] = ()) -> pluggy.PluginManager:
     return pm
 
 
-# slots whose options must include shared keys, and the attrs class that holds them
-SHARED_OPTIONS = {"dataset": DataConfig, "mask_loss": MaskLossConfig}
-
-
 def _check_factory(slot: str, name: str, factory: object, plugin: str) -> None:
     config = getattr(factory, "Config", NoOptions)
+    base, shared = BY_NAME[slot].base, BY_NAME[slot].options
     problem = None
     if not isinstance(factory, type):
         problem = f"registers {factory!r}, not a class"
+    elif not issubclass(factory, base):
+        problem = f"registers {factory.__name__}, which does not subclass {base.__name__}"
     elif not attrs.has(config):
         problem = f"has a Config that is not an attrs class: {config!r}"
-    elif slot in SHARED_OPTIONS and not issubclass(config, SHARED_OPTIONS[slot]):
-        problem = f"has a Config that does not subclass {SHARED_OPTIONS[slot].__name__}"
+    elif shared is not None and not issubclass(config, shared):
+        problem = f"has a Config that does not subclass {shared.__name__}"
     if problem:
         raise PluginError(f"{slot} {name!r} from {plugin} {problem}")
 
@@ -143,12 +133,15 @@ def load_registry(extra: Iterable[object] = ()) -> Registry:
 
     pm = plugin_manager(extra)
     versions = {pm.get_name(p): d.version for p, d in pm.list_plugin_distinfo()}
-    components: dict[str, dict[str, Component]] = {slot: {} for slot in SLOTS}
+    components: dict[str, dict[str, Component]] = {slot.name: {} for slot in SLOTS}
     provides: dict[str, dict[str, list[str]]] = {pm.get_name(p): {} for p in pm.get_plugins()}
-    for slot, hook in SLOTS.items():
-        for impl in getattr(pm.hook, hook).get_hookimpls():
+    for slot in SLOTS:
+        # each implementation is called on its own, not through pm.hook, so that every name
+        # it registers is known to come from that plug-in (for messages and `vle-kit plugins`)
+        for impl in getattr(pm.hook, slot.hook).get_hookimpls():
 
-            def register(name: str, factory: type, *, _slot=slot, _plugin=impl.plugin_name):
+            def register(name: str, factory: type, *, _slot=slot.name,
+                         _plugin=impl.plugin_name):
                 _check_factory(_slot, name, factory, _plugin)
                 taken = components[_slot].get(name)
                 if taken is not None:

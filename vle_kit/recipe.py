@@ -16,6 +16,7 @@ import tomli_w
 from vle_kit.config import Choice, Recipe
 from vle_kit.errors import PluginError, RecipeError
 from vle_kit.plugins import Registry, load_module, load_registry
+from vle_kit.slots import Slot
 
 
 def close(word: str, options: typing.Iterable[str]) -> str:
@@ -156,24 +157,23 @@ def _validator_message(error: Exception) -> str:
     return f"{match[1]}, got {match[2] or match[3]}" if match else message
 
 
-def _choice(spec: dict, table: object, path: str, problems: list[str],
+def _choice(slot: Slot, table: object, path: str, problems: list[str],
             registry: Registry) -> Choice | None:
-    slot = spec["slot"]
     if not isinstance(table, dict):
         problems.append(f"{path}: expected a table with a 'use' key, got {table!r}")
         return None
-    use = table.get("use", spec.get("default_use"))
-    names = registry.names(slot)
+    use = table.get("use", slot.default)
+    names = registry.names(slot.name)
     if use is None:
-        problems.append(f"{path}.use: missing; choose a {slot}: {', '.join(names)}")
+        problems.append(f"{path}.use: missing; choose a {slot.name}: {', '.join(names)}")
         return None
     if use not in names:
-        problems.append(f"{path}.use: unknown {slot} {use!r}{close(str(use), names)} "
+        problems.append(f"{path}.use: unknown {slot.name} {use!r}{close(str(use), names)} "
                         f"(available: {', '.join(names)})")
         return None
     options = {k: val for k, val in table.items() if k != "use"}
-    config = _build(registry.get(slot, use).config_class, options, path, problems, registry,
-                    owner=f"{slot} {use!r}")
+    config = _build(registry.get(slot.name, use).config_class, options, path, problems,
+                    registry, owner=f"{slot.name} {use!r}")
     return None if config is None else Choice(use, config)
 
 
@@ -193,17 +193,17 @@ def _build(cls: type, table: object, path: str, problems: list[str], registry: R
     values, bad = {}, set()
     for name, field in fields.items():
         key = _join(path, name)
-        spec = field.metadata
+        slot = field.metadata.get("slot")
         count = len(problems)
-        if "slot" in spec and spec.get("many"):
+        if slot is not None and slot.many:
             given = table.get(name, [])
             if not isinstance(given, list):
                 problems.append(f"{key}: expected a list of tables ([[{key}]])")
             else:
-                values[name] = tuple(_choice(spec, t, _join(key, i), problems, registry)
+                values[name] = tuple(_choice(slot, t, _join(key, i), problems, registry)
                                      for i, t in enumerate(given))
-        elif "slot" in spec:
-            values[name] = _choice(spec, table.get(name, {}), key, problems, registry)
+        elif slot is not None:
+            values[name] = _choice(slot, table.get(name, {}), key, problems, registry)
         elif attrs.has(field.type):
             values[name] = _build(field.type, table.get(name, {}), key, problems, registry)
         elif name in table:

@@ -7,9 +7,11 @@ import base64
 import html
 from pathlib import Path
 
+import attrs
 from matplotlib.figure import Figure  # the object API: no GUI backend, nothing left open
 
 from vle_kit.errors import VleKitError
+from vle_kit.results import Evaluation
 
 
 def _save(fig: Figure, path: Path) -> None:
@@ -27,19 +29,19 @@ def _mse_axes(fig: Figure, title: str):
     return ax
 
 
-def write_curve_plot(result: dict, title: str, path: Path) -> None:
+def write_curve_plot(result: Evaluation, title: str, path: Path) -> None:
     fig = Figure(figsize=(6, 4))
     ax = _mse_axes(fig, title)
-    k = result["tokens"]
-    ax.plot(k, result["vle"]["mse"], "o-", label="VLE, first k of K tokens")
-    ax.plot(k, result["vle_asked_k"]["mse"], "s--", label="VLE, asked for k tokens")
-    ax.plot(k, result["pca"]["mse"], "^:", label="PCA, same number of floats")
+    k = result.tokens
+    ax.plot(k, result.vle.mse, "o-", label="VLE, first k of K tokens")
+    ax.plot(k, result.vle_asked_k.mse, "s--", label="VLE, asked for k tokens")
+    ax.plot(k, result.pca.mse, "^:", label="PCA, same number of floats")
     ax.legend()
     _save(fig, path)
 
 
-def write_similarity_plot(result: dict, title: str, path: Path) -> None:
-    similarity = result["separation"]["similarity"]
+def write_similarity_plot(result: Evaluation, title: str, path: Path) -> None:
+    similarity = result.separation["similarity"]
     fig = Figure(figsize=(4.5, 4))
     ax = fig.subplots()
     shown = ax.imshow(similarity["matrix"], vmin=-1, vmax=1, cmap="coolwarm")
@@ -54,16 +56,16 @@ def write_similarity_plot(result: dict, title: str, path: Path) -> None:
     _save(fig, path)
 
 
-def write_probe_plot(result: dict, title: str, path: Path) -> bool:
+def write_probe_plot(result: Evaluation, title: str, path: Path) -> bool:
     """Probe accuracy from the first k tokens vs PCA, per image label; False if none."""
-    labels = result["separation"].get("images", {})
+    labels = result.separation.get("images", {})
     if not labels:
         return False
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
     for name, probe in labels.items():
-        ax.plot(result["tokens"], probe["probe_tokens"], "o-", label=f"{name}: first k tokens")
-        ax.plot(result["tokens"], probe["probe_pca"], "^:", label=f"{name}: PCA, same floats")
+        ax.plot(result.tokens, probe["probe_tokens"], "o-", label=f"{name}: first k tokens")
+        ax.plot(result.tokens, probe["probe_pca"], "^:", label=f"{name}: PCA, same floats")
     ax.set_xlabel("tokens k")
     ax.set_ylabel("linear probe test accuracy")
     ax.set_title(title)
@@ -99,20 +101,20 @@ def html_blocks(blocks: list[Block]) -> str:
                      for b in blocks)
 
 
-def curve_table(result: dict) -> Table:
+def curve_table(result: Evaluation) -> Table:
     """Every per-token number of one result."""
-    vle, asked, pca = result["vle"], result["vle_asked_k"], result["pca"]
+    vle, asked, pca = result.vle, result.vle_asked_k, result.pca
     return (["k", "floats", "MSE", "PSNR dB", "SSIM", "improved", "asked-k MSE", "PCA MSE",
              "PCA SSIM"],
-            [[str(k), str(result["floats"][i]), f"{vle['mse'][i]:.5f}", f"{vle['psnr'][i]:.2f}",
-              f"{vle['ssim'][i]:.3f}", f"{vle['improved'][i]:.1%}", f"{asked['mse'][i]:.5f}",
-              f"{pca['mse'][i]:.5f}", f"{pca['ssim'][i]:.3f}"]
-             for i, k in enumerate(result["tokens"])])
+            [[str(k), str(result.floats[i]), f"{vle.mse[i]:.5f}", f"{vle.psnr[i]:.2f}",
+              f"{vle.ssim[i]:.3f}", f"{vle.improved[i]:.1%}", f"{asked.mse[i]:.5f}",
+              f"{pca.mse[i]:.5f}", f"{pca.ssim[i]:.3f}"]
+             for i, k in enumerate(result.tokens)])
 
 
-def separation_blocks(result: dict) -> list[Block]:
+def separation_blocks(result: Evaluation) -> list[Block]:
     """The separation numbers of one result."""
-    sep = result["separation"]
+    sep = result.separation
     blocks: list[Block] = [f"Mean off-diagonal cosine similarity of an image's tokens: "
                            f"{sep['similarity']['mean_off_diagonal']:.3f}"]
     objects = sep.get("objects", {})
@@ -126,7 +128,7 @@ def separation_blocks(result: dict) -> list[Block]:
                          f"{v['tokens']['probe']:.3f}", f"{v['pca']['probe']:.3f}"]
                         for n, v in labelled.items()]))
     for name, v in sep.get("images", {}).items():
-        blocks += [([f"{name}: k", *map(str, result["tokens"])],
+        blocks += [([f"{name}: k", *map(str, result.tokens)],
                     [["tokens probe", *(f"{a:.3f}" for a in v["probe_tokens"])],
                      ["PCA probe", *(f"{a:.3f}" for a in v["probe_pca"])]]),
                    f"k-means NMI, all tokens: {v['nmi_tokens']:.3f}; PCA: {v['nmi_pca']:.3f}"]
@@ -145,7 +147,7 @@ text-align:right}pre{background:#f4f4f4;padding:1em;overflow:auto}
 img{image-rendering:pixelated;max-width:100%}figure{display:inline-block;margin:1em}"""
 
 
-def write_report(result: dict, recipe_text: str, title: str, folder: Path) -> Path:
+def write_report(result: Evaluation, recipe_text: str, title: str, folder: Path) -> Path:
     """folder/report.html: one file, readable offline (images inlined), holding the recipe,
     the numbers and every figure found in `folder`."""
     figures = [("curve.png", "test MSE per token, beside PCA at equal floats"),
@@ -154,14 +156,14 @@ def write_report(result: dict, recipe_text: str, title: str, folder: Path) -> Pa
                ("similarity.png", "cosine similarity of the tokens of one image, mean over images"),
                ("probe.png", "linear probe accuracy from the first k tokens")]
     body = [f"<h1>{html.escape(title)}</h1>",
-            f"<p>{result['test_images']} test images, {result['image']['height']} x "
-            f"{result['image']['width']} x {result['image']['channels']}; one token = "
-            f"{result['floats'][0]} floats.</p>",
+            f"<p>{result.test_images} test images, {result.image.height} x "
+            f"{result.image.width} x {result.image.channels}; one token = "
+            f"{result.floats[0]} floats.</p>",
             "<h2>Reconstruction per token</h2>", html_blocks([curve_table(result)]),
             "<h2>Token separation</h2>", html_blocks(separation_blocks(result))]
-    if "masks" in result:
+    if result.masks is not None:
         body += ["<h2>Masks</h2>", html_blocks([(["measure", "value"], [
-            [k, f"{v:.3f}"] for k, v in result["masks"].items()])])]
+            [k, f"{v:.3f}"] for k, v in attrs.asdict(result.masks).items() if v is not None])])]
     body += ["<h2>Figures</h2>"] + [_image(folder / name, caption) for name, caption in figures
                                     if (folder / name).is_file()]
     body += ["<h2>Recipe</h2>", f"<pre>{html.escape(recipe_text)}</pre>"]
@@ -172,10 +174,10 @@ def write_report(result: dict, recipe_text: str, title: str, folder: Path) -> Pa
     return path
 
 
-def compare(results: dict[str, dict], out: Path) -> str:
+def compare(results: dict[str, Evaluation], out: Path) -> str:
     """Write out/compare.png (every run's per-token curve, PCA at each run's floats per token)
     and out/compare.md; return the Markdown. Runs must share one image size."""
-    sizes = {name: tuple(r["image"].values()) for name, r in results.items()}
+    sizes = {name: attrs.astuple(r.image) for name, r in results.items()}
     if len(set(sizes.values())) > 1:
         listing = ", ".join(f"{n}: {c} x {h} x {w}" for n, (c, h, w) in sizes.items())
         raise VleKitError(f"these runs were evaluated on images of different sizes ({listing}); "
@@ -185,24 +187,24 @@ def compare(results: dict[str, dict], out: Path) -> str:
     ax = _mse_axes(fig, "test MSE after k tokens")
     pca = {}  # one PCA curve per data set and token size, from the run with the most tokens
     for name, r in results.items():
-        ax.plot(r["tokens"], r["vle"]["mse"], "o-", label=name)
-        key = (r.get("data", ""), r["floats"][0])
-        if key not in pca or len(r["tokens"]) > len(pca[key]["tokens"]):
+        ax.plot(r.tokens, r.vle.mse, "o-", label=name)
+        key = (r.data, r.floats[0])
+        if key not in pca or len(r.tokens) > len(pca[key].tokens):
             pca[key] = r
     pca_names = {key: f"PCA ({key[1]} floats per token{', ' + key[0] if key[0] else ''})"
                  for key in pca}
     for key, r in pca.items():
-        ax.plot(r["tokens"], r["pca"]["mse"], "k:", alpha=0.6, label=pca_names[key])
+        ax.plot(r.tokens, r.pca.mse, "k:", alpha=0.6, label=pca_names[key])
     ax.legend(fontsize="small")
     _save(fig, out / "compare.png")
-    k_max = max(len(r["tokens"]) for r in results.values())
+    k_max = max(len(r.tokens) for r in results.values())
 
     def row(name: str, mse: list[float], similarity: str) -> list[str]:
         return [name, *(f"{m:.5f}" for m in mse), *[""] * (k_max - len(mse)), similarity]
 
-    rows = [row(name, r["vle"]["mse"], f"{r['separation']['similarity']['mean_off_diagonal']:.3f}")
+    rows = [row(name, r.vle.mse, f"{r.separation['similarity']['mean_off_diagonal']:.3f}")
             for name, r in results.items()]
-    rows += [row(pca_names[key], r["pca"]["mse"], "") for key, r in pca.items()]
+    rows += [row(pca_names[key], r.pca.mse, "") for key, r in pca.items()]
     text = markdown(["Test MSE after k tokens; similarity = mean off-diagonal cosine similarity "
                      "of an image's tokens.",
                      (["run", *(f"k={k}" for k in range(1, k_max + 1)), "similarity"], rows)])

@@ -30,12 +30,12 @@ def token_similarity(tokens: Tensor) -> dict:
 
 
 def claims(weights: Tensor, objects: Tensor, ids: int | None = None) -> Tensor:
-    """weights (N, K, H, W) >= 0 (a token's mask, or the size of its part) and objects (N, H, W)
-    -> (N, K, ids): the share of each token's weight on each object id (0 = background); ids
-    defaults to the largest id + 1."""
+    """weights (N, K, 1, H, W) >= 0 (a token's mask, or the size of its part) and objects
+    (N, H, W) -> (N, K, ids): the share of each token's weight on each object id
+    (0 = background); ids defaults to the largest id + 1."""
     ids = int(objects.max()) + 1 if ids is None else ids
     onehot = torch.nn.functional.one_hot(objects, ids).to(weights.dtype)  # (N, H, W, O + 1)
-    per_object = torch.einsum("nkhw,nhwo->nko", weights, onehot)
+    per_object = torch.einsum("nkchw,nhwo->nko", weights, onehot)
     return per_object / per_object.sum(2, keepdim=True).clamp_min(1e-12)
 
 

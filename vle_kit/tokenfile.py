@@ -13,21 +13,21 @@ from safetensors.torch import save
 from vle_kit.checkpoint import atomic
 from vle_kit.errors import VleKitError
 
-FORMAT = "vle_kit tokens 1"
+FORMAT = "vle_kit tokens 2"
 
 
-def save_tokens(path: Path, tensors: dict[str, torch.Tensor], *, run: Path, asked: int,
+def save_tokens(path: Path, tensors: dict[str, torch.Tensor], *, run: Path, k: int,
                 images: list[str]) -> None:
     """Write `tensors` ("tokens" (N, K, c, s, s) and optional "recons", "masks") atomically.
-    `asked` is the K of the encoding; `images` names the N images."""
-    metadata = {"format": FORMAT, "run": str(Path(run).resolve()), "asked": str(asked),
+    `k` is the K of the encoding; `images` names the N images."""
+    metadata = {"format": FORMAT, "run": str(Path(run).resolve()), "k": str(k),
                 "images": json.dumps(images)}
     with atomic(Path(path)) as f:
         f.write(save({k: v.contiguous().cpu() for k, v in tensors.items()}, metadata))
 
 
 def load_tokens(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """The tensors and metadata (run, asked, images) of a saved token file."""
+    """The tensors and metadata (run, k, images) of a saved token file."""
     try:
         with safe_open(path, "pt") as f:
             metadata = f.metadata() or {}
@@ -38,5 +38,5 @@ def load_tokens(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise VleKitError(f"{path}: not a readable safetensors file ({e})") from None
     if metadata.get("format") != FORMAT or "tokens" not in tensors:
         raise VleKitError(f"{path}: not a vle_kit token file ({FORMAT})")
-    return tensors, {"run": Path(metadata["run"]), "asked": int(metadata["asked"]),
+    return tensors, {"run": Path(metadata["run"]), "k": int(metadata["k"]),
                      "images": json.loads(metadata["images"])}

@@ -10,7 +10,7 @@ import torch
 from torchvision.transforms.v2 import functional as TF
 
 from vle_kit.errors import VleKitError
-from vle_kit.interfaces import DataConfig, Dataset, ImageSet
+from vle_kit.data import DataConfig, Dataset, ImageSet
 
 
 @attrs.frozen(kw_only=True)

@@ -1,126 +1,34 @@
-"""Training: build the model from a recipe, draw K each step, save, resume, evaluate."""
+"""Training: the loop that draws K, steps the optimiser, saves, resumes and stops on request.
+
+What a step minimises is `vle_kit.objective`; how the model and data are built from the recipe
+is `vle_kit.build`.
+"""
 
 from __future__ import annotations
 
-import ctypes
 import math
 import os
-import random
 import signal
 import time
 import tomllib
 from contextlib import contextmanager
 
-import attrs
-import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from vle_kit import checkpoint, distributed
+from vle_kit.build import build_mask_losses, build_model, load_data, select_device
 from vle_kit.config import Recipe
-from vle_kit.errors import VleKitError
-from vle_kit.evaluate import encode_all, to_signed, write_evaluation
-from vle_kit.interfaces import ImageSet, ModelSpec
-from vle_kit.model import VLE
+from vle_kit.data import to_signed
+from vle_kit.errors import Interrupted, VleKitError
+from vle_kit.evaluate import encode_all, write_evaluation
+from vle_kit.host import keep_freed_memory
+from vle_kit.objective import objective
 from vle_kit.plugins import Registry
-from vle_kit.recipe import differences, dump_recipe, load_recipe, validate
+from vle_kit.recipe import differences, dump_recipe, validate
+from vle_kit.results import Evaluation
 from vle_kit.runs import MetricsLog, RunDir
-
-
-class Interrupted(VleKitError):
-    """The user asked the run to stop; a checkpoint was saved."""
-
-
-def keep_freed_memory() -> bool:
-    """Have glibc keep freed large blocks for reuse instead of unmapping them: a training step
-    frees and re-allocates the same large activations, and mapping them afresh costs page
-    faults (2.2x the step time at 128 x 128 images, benchmarks/speed.py). Linux glibc only;
-    returns whether it took effect."""
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return False
-    trim_threshold, mmap_threshold = -1, -3  # malloc.h's M_TRIM_THRESHOLD, M_MMAP_THRESHOLD
-    return bool(mallopt(mmap_threshold, 2**30)) and bool(mallopt(trim_threshold, 2**34))
-
-
-def select_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise VleKitError("train.device: 'cuda' asked for, but no CUDA device is available")
-    return torch.device(name)
-
-
-def build_model(recipe: Recipe, registry: Registry, image_channels: int = 3) -> VLE:
-    m = recipe.model
-    spec = ModelSpec(image_channels=image_channels, width=m.width, tokens_max=recipe.tokens.max)
-
-    def part(slot: str, choice):
-        return registry.get(slot, choice.use).factory(choice.config, spec)
-
-    return VLE(m, image_channels=image_channels, image_size=recipe.data.config.size,
-               tokens_max=recipe.tokens.max, composer=part("composer", m.composer),
-               memory=part("memory", m.memory), saliency=part("saliency", m.saliency),
-               combiner=part("combiner", m.combiner))
-
-
-def load_data(recipe: Recipe, registry: Registry) -> tuple[ImageSet, ImageSet]:
-    """The train and test splits of the recipe's data set."""
-    dataset = registry.get("dataset", recipe.data.use).factory(recipe.data.config)
-    return dataset.load("train"), dataset.load("test")
-
-
-@attrs.frozen
-class TrainedRun:
-    """A finished (or stopped) run, loaded to evaluate, encode or decode with."""
-
-    run: RunDir
-    recipe: Recipe
-    registry: Registry
-    model: VLE
-    device: torch.device
-
-
-def load_run(path, overrides: list[str] = (), plugins: list[str] = (), data: str | None = None,
-             device: str | None = None) -> TrainedRun:
-    """The model of a run directory from its last checkpoint, in eval mode; `data` and
-    `overrides` change what the recipe says about the data (see `load_recipe`)."""
-    run = RunDir.existing(path)
-    recipe, registry = load_recipe(run.recipe, overrides, plugins, data)
-    state = checkpoint.load(run.checkpoint)
-    chosen = select_device(device or recipe.train.device)
-    model = build_model(recipe, registry, state.get("image_channels", 3))
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as e:
-        lines = str(e).strip().splitlines()
-        raise VleKitError(f"{run.checkpoint}: does not fit the model of {run.recipe} "
-                          f"({lines[min(1, len(lines) - 1)].strip()})") from None
-    return TrainedRun(run, recipe, registry, model.to(chosen).eval(), chosen)
-
-
-def rng_state() -> dict:
-    """Every global random generator, as tensors and plain values (loadable weights-only)."""
-    version, mt, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "python": {"version": version, "state": list(mt), "gauss": gauss},
-            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
-                      "has_gauss": has_gauss, "cached": cached}}
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    py = state["python"]
-    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"],
-                         n["has_gauss"], n["cached"]))
 
 
 def learning_rate(step: int, cfg) -> float:
@@ -154,17 +62,8 @@ class Trainer:
         self.model.to(memory_format=self.memory_format)
         if self.device.type == "cpu":
             keep_freed_memory()
-        self.mask_losses = [
-            (c.use, c.config, registry.get("mask_loss", c.use).factory(c.config))
-            for c in recipe.mask_loss]
-        # a mask head's logits go unused at the last step (it takes what is left), so at K = 1
-        head_has_weights = bool(list(self.model.saliency.parameters()))
-        self.net = DistributedDataParallel(self.model, find_unused_parameters=head_has_weights) \
-            if distributed.active() else self.model
-        if cfg.compile:
-            torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit,
-                                                        2 * recipe.tokens.max)  # a graph per K
-            self.net = torch.compile(self.net)
+        self.mask_losses = build_mask_losses(recipe, registry)
+        self.net = self.wrapped()
         self.bf16 = cfg.bf16 and self.device.type == "cuda"
         if cfg.bf16 and not self.bf16 and distributed.is_main():
             print("train.bf16: no GPU, training in float32", flush=True)
@@ -174,11 +73,25 @@ class Trainer:
         self.step = 0
         self.best = math.inf  # lowest test MSE seen at a checkpoint
 
+    def wrapped(self) -> torch.nn.Module:
+        """The model as the steps call it: under DistributedDataParallel in a torchrun job,
+        compiled if the recipe asks."""
+        net = self.model
+        if distributed.active():
+            # a mask head's logits go unused at the last step (it takes what is left): at K = 1
+            head_has_weights = bool(list(self.model.saliency.parameters()))
+            net = DistributedDataParallel(net, find_unused_parameters=head_has_weights)
+        if self.recipe.train.compile:
+            dynamo = torch._dynamo.config
+            dynamo.cache_size_limit = max(dynamo.cache_size_limit, 2 * self.recipe.tokens.max)
+            net = torch.compile(net)  # a graph per K
+        return net
+
     def state(self) -> dict:
         return {"step": self.step, "best": self.best, "recipe": dump_recipe(self.recipe),
                 "image_channels": self.train_set.images.shape[1],
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "sampler": self.sampler.get_state(), "rng": rng_state()}
+                "sampler": self.sampler.get_state(), "rng": checkpoint.rng_state()}
 
     def restore(self, state: dict, allow_changes: bool = False) -> None:
         where = self.run.checkpoint
@@ -195,7 +108,7 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.sampler.set_state(state["sampler"])
-        set_rng_state(state["rng"])
+        checkpoint.set_rng_state(state["rng"])
         self.step, self.best = state["step"], state["best"]
 
     def test_mse(self) -> float:
@@ -224,24 +137,19 @@ class Trainer:
                 checkpoint.save(state, self.run.best)
         return measured
 
-    def train_step(self) -> dict[str, float]:
+    def train_step(self, k: int | None = None) -> dict[str, float]:
+        """One optimiser step with K = k tokens (drawn from [tokens.min, tokens.max] if None).
+        Returns what it logs: the loss, K and the loss terms."""
         cfg, tokens = self.recipe.train, self.recipe.tokens
-        k = int(torch.randint(tokens.min, tokens.max + 1, (1,), generator=self.sampler))
+        draw = int(torch.randint(tokens.min, tokens.max + 1, (1,), generator=self.sampler))
+        k = draw if k is None else k  # drawn either way: a fixed-K step keeps the sequence
         x = to_signed(self.train_set.images[self.batches(self.step)]).to(
             self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         self.net.train()
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
             out = self.net(x, k, progress=self.step / cfg.steps)
-        per_step = (out.recons.float() - x[:, None]).pow(2).mean(dim=(0, 2, 3, 4))  # (k,)
-        terms = {"final": per_step[-1], "steps": per_step.mean()}
-        loss = terms["final"] + cfg.step_loss * terms["steps"]
-        if out.kl is not None:  # per image value, the scale of the MSE
-            terms["kl"] = out.kl.float().mean() / x[0].numel()
-            loss = loss + self.recipe.model.token.kl_weight * terms["kl"]
-        for name, mcfg, mask_loss in self.mask_losses if out.masks is not None else ():
-            ramp = min(1.0, (self.step + 1) / mcfg.warmup) if mcfg.warmup else 1.0
-            terms[name] = value = mask_loss(out.masks.float(), x)
-            loss = loss + mcfg.weight * ramp * value
+        terms = objective(out, x, self.recipe, self.step, self.mask_losses)
+        loss = terms.pop("loss")
         # one host sync a step; under torchrun the means over ranks, so all ranks agree
         total, *values = distributed.mean(torch.stack([loss, *terms.values()]).detach()).tolist()
         logged = dict(zip(terms, values))
@@ -263,7 +171,7 @@ class Trainer:
         self.step += 1
         return {"loss": total, "k": k, **logged}
 
-    def evaluate(self) -> dict:
+    def evaluate(self) -> Evaluation | None:
         return write_evaluation(self.model, self.recipe, self.train_set, self.test_set,
                                 self.device, self.run, self.recipe.recipe.name)
 
@@ -287,9 +195,9 @@ def stop_requests():
 
 
 def train(recipe: Recipe, registry: Registry, run: RunDir, resume: bool = False,
-          allow_changes: bool = False) -> dict:
-    """Train (or continue) a run to recipe.train.steps, then evaluate it. Returns eval.json
-    (under torchrun: on rank 0; the other ranks return {})."""
+          allow_changes: bool = False) -> Evaluation | None:
+    """Train (or continue) a run to recipe.train.steps, then evaluate it. Returns what
+    eval.json holds (under torchrun: on rank 0; the other ranks return None)."""
     trainer = Trainer(recipe, registry, run)  # joins the torchrun job, if any
     main = distributed.is_main()
     if main:

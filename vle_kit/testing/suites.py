@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import attrs
 import torch
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -119,8 +120,10 @@ def check_mask_loss(loss_cls: type, config: object = None, *,
                                  f"{e}") from e
 
 
-MODEL_SLOTS = ("composer", "memory", "saliency", "combiner")
-PARTNERS = {"composer": "residual", "memory": "none", "saliency": "none", "combiner": "masked_sum"}
+# what the other slots hold while one part is checked: the defaults, except no memory (faster)
+# and a combiner that uses masks (so a saliency head's gradients are checked)
+PARTNERS = {"memory": "none", "combiner": "masked_sum"}
+UNDER_TEST = "under_test"
 
 
 def check_model_part(slot: str, factory: type, config: object = None, *, image_channels: int = 3,
@@ -128,22 +131,33 @@ def check_model_part(slot: str, factory: type, config: object = None, *, image_c
     """Build a tiny VLE with `factory` in `slot` (built-ins in the other slots) and check its
     contract: right shapes for K = 1 and K = tokens_max and a batch of 1 or 2, finite values,
     and gradients that reach every parameter of the part."""
-    from vle_kit.config import ModelConfig, TokenConfig
-    from vle_kit.interfaces import ModelSpec
-    from vle_kit.model import VLE
+    from vle_kit import hookimpl
+    from vle_kit.build import build_model
+    from vle_kit.config import Choice
     from vle_kit.plugins import load_registry
+    from vle_kit.recipe import validate
+    from vle_kit.slots import BY_NAME, MODEL_SLOTS
 
-    if slot not in MODEL_SLOTS:
-        raise ValueError(f"slot must be one of {MODEL_SLOTS}, got {slot!r}")
-    cfg = ModelConfig(width=16, token=TokenConfig(channels=4, size=4))
-    spec = ModelSpec(image_channels=image_channels, width=cfg.width, tokens_max=tokens_max)
-    registry = load_registry()
-    parts = {s: registry.get(s, PARTNERS[s]).factory for s in MODEL_SLOTS}
-    parts[slot] = factory
-    built = {s: f(f.Config() if s != slot or config is None else config, spec)
-             for s, f in parts.items()}
-    model = VLE(cfg, image_channels=image_channels, image_size=size, tokens_max=tokens_max,
-                **built)
+    if slot not in {s.name for s in MODEL_SLOTS}:
+        raise ValueError(f"slot must be one of {', '.join(s.name for s in MODEL_SLOTS)}, "
+                         f"got {slot!r}")
+
+    class PartUnderTest:
+        @staticmethod
+        @hookimpl(specname=BY_NAME[slot].hook)
+        def register(register):
+            register(UNDER_TEST, factory)
+
+    registry = load_registry([PartUnderTest()])
+    model_table = {"width": 16, "token": {"channels": 4, "size": 4},
+                   **{s: {"use": use} for s, use in PARTNERS.items()}, slot: {"use": UNDER_TEST}}
+    recipe = validate({"model": model_table, "tokens": {"max": tokens_max},
+                       "data": {"size": size}}, registry, f"the {slot} contract")
+    if config is not None:
+        model = attrs.evolve(recipe.model, **{slot: Choice(UNDER_TEST, config)})
+        recipe = attrs.evolve(recipe, model=model)
+    model = build_model(recipe, registry, image_channels)
+    part = getattr(model, slot)
     name = factory.__name__
     for batch in (1, 2):
         x = torch.rand(batch, image_channels, size, size) * 2 - 1
@@ -160,6 +174,6 @@ def check_model_part(slot: str, factory: type, config: object = None, *, image_c
     model.zero_grad()
     loss = out.recons.pow(2).mean() + (0 if out.masks is None else out.masks.mean())
     loss.backward()
-    for pname, p in built[slot].named_parameters():
+    for pname, p in part.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), \
             f"{name}: no finite gradient reaches parameter {pname}"

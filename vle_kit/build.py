@@ -1,0 +1,91 @@
+"""From a recipe and the registry to the things a run is made of: the model's parts and the
+VLE, the mask losses, the data, the device; and a finished run loaded back from its folder.
+
+The trainer, the CLI, the benchmarks and the testing kit all build through here.
+"""
+
+from __future__ import annotations
+
+import attrs
+import torch
+from torch import nn
+
+from vle_kit import checkpoint
+from vle_kit.config import Recipe
+from vle_kit.data import ImageSet
+from vle_kit.errors import VleKitError
+from vle_kit.interfaces import MaskLoss, ModelSpec
+from vle_kit.model import VLE
+from vle_kit.plugins import Registry
+from vle_kit.recipe import load_recipe
+from vle_kit.runs import RunDir
+from vle_kit.slots import MODEL_SLOTS
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise VleKitError("train.device: 'cuda' asked for, but no CUDA device is available")
+    return torch.device(name)
+
+
+def model_spec(recipe: Recipe, registry: Registry, image_channels: int = 3) -> ModelSpec:
+    """What the parts of the recipe's model need to know about it."""
+    m = recipe.model
+    saliency = registry.get("saliency", m.saliency.use).factory
+    return ModelSpec(image_channels=image_channels, image_size=recipe.data.config.size,
+                     width=m.width, tokens_max=recipe.tokens.max,
+                     token_channels=m.token.channels, token_size=m.token.size,
+                     mask_channels=saliency.decoder_channels)
+
+
+def build_model(recipe: Recipe, registry: Registry, image_channels: int = 3) -> VLE:
+    """The VLE of the recipe, with the plug-in it chooses in every model slot."""
+    spec = model_spec(recipe, registry, image_channels)
+    parts: dict[str, nn.Module] = {}
+    for slot in MODEL_SLOTS:
+        choice = getattr(recipe.model, slot.name)
+        parts[slot.name] = registry.get(slot.name, choice.use).factory(choice.config, spec)
+    return VLE(recipe.model, spec, parts)
+
+
+def build_mask_losses(recipe: Recipe, registry: Registry) -> list[tuple[str, MaskLoss]]:
+    """(name, loss) for every [[mask_loss]] table, in recipe order."""
+    return [(c.use, registry.get("mask_loss", c.use).factory(c.config))
+            for c in recipe.mask_loss]
+
+
+def load_data(recipe: Recipe, registry: Registry) -> tuple[ImageSet, ImageSet]:
+    """The train and test splits of the recipe's data set."""
+    dataset = registry.get("dataset", recipe.data.use).factory(recipe.data.config)
+    return dataset.load("train"), dataset.load("test")
+
+
+@attrs.frozen
+class TrainedRun:
+    """A finished (or stopped) run, loaded to evaluate, encode or decode with."""
+
+    run: RunDir
+    recipe: Recipe
+    registry: Registry
+    model: VLE
+    device: torch.device
+
+
+def load_run(path, overrides: list[str] = (), plugins: list[str] = (), data: str | None = None,
+             device: str | None = None) -> TrainedRun:
+    """The model of a run directory from its last checkpoint, in eval mode; `data` and
+    `overrides` change what the recipe says about the data (see `load_recipe`)."""
+    run = RunDir.existing(path)
+    recipe, registry = load_recipe(run.recipe, overrides, plugins, data)
+    state = checkpoint.load(run.checkpoint)
+    chosen = select_device(device or recipe.train.device)
+    model = build_model(recipe, registry, state.get("image_channels", 3))
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        lines = str(e).strip().splitlines()
+        raise VleKitError(f"{run.checkpoint}: does not fit the model of {run.recipe} "
+                          f"({lines[min(1, len(lines) - 1)].strip()})") from None
+    return TrainedRun(run, recipe, registry, model.to(chosen).eval(), chosen)

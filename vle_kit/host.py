@@ -1,0 +1,95 @@
+"""The machine a run or a benchmark ran on, and how the process uses it.
+
+Figures are only comparable between hosts of one kind: the same 2-core machine trains 4.6x
+slower where the CPU lacks AVX-512, so every result records the CPU, the instruction sets ATen
+and oneDNN chose, threads and versions. `ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
+MKL_ENABLE_INSTRUCTIONS=AVX2` (see `AVX2_KERNELS`) runs the AVX2 kernels on any x86 host.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import platform
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+AVX2_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+                "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+
+
+def cpu_model() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    match = re.search(r"^model name\s*:\s*(.+)$", text, flags=re.M)
+    return match[1].strip() if match else platform.machine()
+
+
+def cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    match = re.search(r"^flags\s*:\s*(.+)$", text, flags=re.M)
+    return set(match[1].split()) if match else set()
+
+
+@functools.cache
+def onednn_isa() -> str:
+    """The instruction set oneDNN dispatches to in this environment, as its verbose mode
+    reports it (asked of a child process with the same environment), or "unknown"."""
+    probe = ("import torch; cl = torch.channels_last; torch.nn.functional.conv2d("
+             "torch.ones(8, 32, 16, 16).to(memory_format=cl), "
+             "torch.ones(32, 32, 3, 3).to(memory_format=cl), padding=1)")
+    try:
+        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                              env={**os.environ, "ONEDNN_VERBOSE": "1"}, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    match = re.search(r"isa:(.+)", done.stdout)
+    return match[1].strip() if match else "unknown"
+
+
+def onednn_version() -> str:
+    match = re.search(r"MKL-DNN v([\d.]+)", torch.__config__.show())
+    return match[1] if match else "none"
+
+
+def host_info() -> dict:
+    """The host as results record it."""
+    flags = cpu_flags()
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+            "avx512": any(f.startswith("avx512") for f in flags),
+            "aten_isa": torch.backends.cpu.get_cpu_capability(), "onednn_isa": onednn_isa(),
+            "kernels_forced": {k: os.environ[k] for k in AVX2_KERNELS if k in os.environ},
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "torch": torch.__version__, "onednn": onednn_version(),
+            "python": platform.python_version()}
+
+
+def describe(host: dict) -> str:
+    """One line, e.g. "AMD EPYC, 2 threads, ATen AVX2 / oneDNN Intel AVX2, torch 2.14.1"."""
+    device = f", GPU {host['gpu']}" if host.get("gpu") else ""
+    return (f"{host['cpu']} ({'AVX-512' if host['avx512'] else 'no AVX-512'}), "
+            f"{host['threads']} threads, kernels ATen {host['aten_isa']} / oneDNN "
+            f"{host['onednn_isa']}{device}, torch {host['torch']}")
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc keep freed large blocks for reuse instead of unmapping them: a training step
+    frees and re-allocates the same large activations, and mapping them afresh costs page
+    faults (2.2x the step time at 128 x 128 images, benchmarks/speed.py). Linux glibc only;
+    returns whether it took effect."""
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    trim_threshold, mmap_threshold = -1, -3  # malloc.h's M_TRIM_THRESHOLD, M_MMAP_THRESHOLD
+    return bool(mallopt(mmap_threshold, 2**30)) and bool(mallopt(trim_threshold, 2**34))

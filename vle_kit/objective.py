@@ -1,0 +1,34 @@
+"""What training minimises: one function from a forward pass to the loss and its terms.
+
+    loss = final + train.step_loss * steps + kl_weight * kl + sum of weighted mask losses
+
+`final` is the MSE after the last of the K tokens, `steps` the mean MSE over all K steps
+(notes, Apr 18: the final reconstruction of the full input), `kl` the KL term of a Gaussian
+token per image value, and each mask loss ramps up linearly over its `warmup` steps.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from vle_kit.config import Recipe
+from vle_kit.interfaces import MaskLoss
+from vle_kit.model import Output
+
+
+def objective(out: Output, images: Tensor, recipe: Recipe, step: int,
+              mask_losses: list[tuple[str, MaskLoss]] = ()) -> dict[str, Tensor]:
+    """The loss of a training step at `step` on `images` (B, C, H, W) in [-1, 1], under the
+    key "loss", beside every term it sums (scalars)."""
+    per_step = (out.recons.float() - images[:, None]).pow(2).mean(dim=(0, 2, 3, 4))  # (K,)
+    terms = {"final": per_step[-1], "steps": per_step.mean()}
+    loss = terms["final"] + recipe.train.step_loss * terms["steps"]
+    if out.kl is not None:  # per image value, the scale of the MSE
+        terms["kl"] = out.kl.float().mean() / images[0].numel()
+        loss = loss + recipe.model.token.kl_weight * terms["kl"]
+    for name, mask_loss in mask_losses if out.masks is not None else ():
+        cfg = mask_loss.cfg
+        ramp = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else 1.0
+        terms[name] = value = mask_loss(out.masks.float(), images)
+        loss = loss + cfg.weight * ramp * value
+    return {"loss": loss, **terms}

@@ -1,0 +1,91 @@
+"""What an evaluation found, as eval.json holds it: one typed record that the evaluation
+writes and the report, the CLI, `vle-kit compare` and the benchmarks read."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import attrs
+
+from vle_kit.errors import VleKitError
+
+FORMAT = 2  # eval.json's layout; 1 = the untyped files written before vle_kit kept a format
+
+
+@attrs.frozen(kw_only=True)
+class Curve:
+    """Means over the test images after k = 1..K tokens (or PCA with as many floats)."""
+
+    mse: list[float]
+    psnr: list[float]
+    ssim: list[float]
+    improved: list[float]  # share of images whose error fell at token k
+
+
+@attrs.frozen(kw_only=True)
+class MaskScores:
+    """How a mask model's masks split the test scenes (decomposition.py)."""
+
+    collapse_share: float
+    fg_ari: float | None = None  # where the data has object ids
+    count_accuracy: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ImageShape:
+    channels: int
+    height: int
+    width: int
+
+
+@attrs.frozen(kw_only=True)
+class Evaluation:
+    """eval.json: the per-token curves of the VLE (prefixes of one K-token encoding, and the
+    model asked for exactly k) beside PCA at equal floats; how the tokens separate
+    (separation.py's measures, by name); the masks' scores for mask models."""
+
+    recipe: str
+    data: str
+    tokens: list[int]  # k = 1..K
+    floats: list[int]  # floats held by k tokens
+    test_images: int
+    image: ImageShape
+    vle: Curve
+    vle_asked_k: Curve
+    pca: Curve
+    separation: dict
+    masks: MaskScores | None = None
+    format: int = FORMAT
+
+    def to_json(self) -> str:
+        return json.dumps(attrs.asdict(self), indent=2)
+
+    def write(self, path: Path) -> None:
+        path.write_text(self.to_json())
+
+    @classmethod
+    def from_json(cls, text: str, where: str = "eval.json") -> Evaluation:
+        """Read eval.json; a file of another format is a one-line error saying what to do."""
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise VleKitError(f"{where}: not JSON ({e})") from None
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+            found = raw.get("format", 1) if isinstance(raw, dict) else "unknown"
+            raise VleKitError(f"{where}: written by another vle_kit (eval.json format {found}, "
+                              f"this one reads {FORMAT}); run `vle-kit eval` on the run again")
+        try:
+            return cls(**{**raw, "image": ImageShape(**raw["image"]),
+                          **{c: Curve(**raw[c]) for c in ("vle", "vle_asked_k", "pca")},
+                          "masks": None if raw.get("masks") is None
+                          else MaskScores(**raw["masks"])})
+        except (KeyError, TypeError) as e:
+            raise VleKitError(f"{where}: an incomplete eval.json ({e})") from None
+
+    @classmethod
+    def read(cls, path: Path) -> Evaluation:
+        try:
+            return cls.from_json(path.read_text(), str(path))
+        except FileNotFoundError:
+            raise VleKitError(f"{path}: no such file") from None
