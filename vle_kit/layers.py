@@ -11,7 +11,7 @@ from __future__ import annotations
 import attrs
 from torch import Tensor, nn
 
-Activation = nn.GELU
+Activation = nn.SiLU  # as good as GELU here and cheaper on CPUs (benchmarks/README.md)
 
 
 def conv3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
@@ -45,16 +45,22 @@ def level_widths(width: int, levels: int, smallest: int = 32) -> list[int]:
 
 
 def stem(in_channels: int, width: int, down: int) -> nn.Sequential:
-    widths = level_widths(width, down)
-    return nn.Sequential(conv3(in_channels, widths[0]),
+    """Image (B, in, H, W) -> features (B, width, H / 2^down, W / 2^down): a 2 x 2
+    space-to-depth fold, a convolution, then stride-2 convolutions for the other halvings."""
+    if down == 0:
+        return nn.Sequential(conv3(in_channels, width))
+    widths = level_widths(width, down - 1)
+    return nn.Sequential(nn.PixelUnshuffle(2), conv3(4 * in_channels, widths[0]),
                          *[m for a, b in zip(widths[:-1], widths[1:])
                            for m in (Activation(), conv3(a, b, 2))])
 
 
 def up_path(width: int, up: int, out_channels: int) -> nn.Sequential:
-    widths = level_widths(width, up)[::-1]
+    """Features (B, width, s, s) -> (B, out_channels, 2^up s, 2^up s): doublings to half the
+    target resolution, then a convolution whose channels unfold into 2 x 2 pixel blocks."""
+    widths = level_widths(width, up - 1)[::-1]
     return nn.Sequential(*[Up(a, b) for a, b in zip(widths[:-1], widths[1:])],
-                         conv3(widths[-1], out_channels))
+                         conv3(widths[-1], 4 * out_channels), nn.PixelShuffle(2))
 
 
 @attrs.frozen(kw_only=True)
