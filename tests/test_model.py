@@ -100,3 +100,53 @@ def test_channels_last_trains_to_the_same_weights(vanilla, tmp_path):
     (plain_losses, plain), (fast_losses, fast) = trained
     assert plain_losses == pytest.approx(fast_losses, rel=1e-5)
     assert max((plain[k] - fast[k]).abs().max().item() for k in plain) < 1e-5
+
+
+DECODERS = [["model.decoder.use=plain"],
+            ["model.decoder.use=context"],
+            ["model.decoder.use=context", "model.decoder.memory=false"],
+            ["model.decoder.use=context", "model.decoder.recon=false"]]
+
+
+@pytest.mark.parametrize("decoder", DECODERS, ids=lambda d: " ".join(d))
+@pytest.mark.parametrize("gain", [False, True])
+@pytest.mark.parametrize("saliency", ["none", "inherent"])
+def test_every_prefix_decodes_exactly(vanilla, decoder, gain, saliency):
+    """Whatever the decoder sees follows from the tokens: decoding the first j tokens gives the
+    encoding's reconstruction after j tokens."""
+    model, _ = tiny_model(vanilla, *decoder, f"model.token.gain={str(gain).lower()}",
+                          f"model.saliency.use={saliency}", "model.combiner.use=masked_sum")
+    model.eval()
+    x = torch.rand(3, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        out = model(x, 3)
+    for j in (1, 2, 3):
+        decoded = model.decode(out.tokens[:, :j], 3)
+        assert torch.allclose(decoded.recons, out.recons[:, :j], atol=1e-5)
+
+
+def test_gain_tokens_carry_the_scale_of_what_the_encoder_saw(vanilla):
+    from vle_kit.model import rms
+
+    model, _ = tiny_model(vanilla, "model.token.gain=true")
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    out = model(x, 2)
+    assert torch.allclose(rms(out.tokens[:, 0]).flatten(), rms(x).flatten(), rtol=1e-4)
+    residual = x - out.recons[:, 0]
+    assert torch.allclose(rms(out.tokens[:, 1]).flatten(), rms(residual).flatten(), rtol=1e-4)
+
+
+def test_log_mse_loss_weighs_each_step_by_its_relative_error(vanilla):
+    from vle_kit.model import Output
+    from vle_kit.objective import objective
+
+    _, recipe = tiny_model(vanilla, "train.loss='log_mse'")
+    x = torch.zeros(1, 3, 2, 2)
+    recons = torch.stack([torch.full_like(x, 0.5), torch.full_like(x, 0.05)], 1)
+    out = Output(recons, recons, recons.requires_grad_(), None)
+    terms = objective(out, x, recipe, step=0)
+    assert terms["final"].item() == pytest.approx(torch.log(torch.tensor(0.0025)).item())
+    terms["loss"].backward()
+    grad = recons.grad.abs().sum(dim=(0, 2, 3, 4))
+    # d log(e^2) / de = 2 / e: the small error of step 2 gets the larger gradient
+    assert grad[1] > grad[0]

@@ -4,12 +4,13 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from conftest import TINY
 
 from vle_kit import hookimpl
 from vle_kit.cli import main
 from vle_kit.errors import PluginError, RecipeError
-from vle_kit.interfaces import Composer
+from vle_kit.interfaces import Composer, Decoder
 from vle_kit.plugins import load_registry
 from vle_kit.recipe import apply_overrides, load_recipe, read_toml, validate
 from vle_kit.runs import RunDir
@@ -39,6 +40,39 @@ def test_throwaway_composer_trains_through_a_recipe(vanilla, tmp_path):
     result = train(recipe, registry, run)
     assert len(result.vle.mse) == recipe.tokens.max
     assert run.checkpoint.is_file()
+
+
+class AveragingDecoder(Decoder):
+    """A throwaway decoder: one linear layer per pixel block, plus the mean of what is drawn."""
+
+    def __init__(self, cfg, spec):
+        super().__init__(cfg, spec)
+        self.up = torch.nn.ConvTranspose2d(spec.token_channels, spec.image_channels,
+                                           spec.image_size // spec.token_size,
+                                           spec.image_size // spec.token_size)
+
+    def forward(self, z, state, memory):
+        return self.up(z) + state.recon.mean(dim=(2, 3), keepdim=True), None
+
+
+def test_throwaway_decoder_trains_through_a_recipe(vanilla, tmp_path):
+    class DecoderPlugin:
+        @staticmethod
+        @hookimpl
+        def register_decoders(register):
+            register("averaging", AveragingDecoder)
+
+    registry = load_registry([DecoderPlugin()])
+    table = read_toml(vanilla)
+    apply_overrides(table, TINY + ["train.steps=2", "model.decoder.use=averaging"])
+    recipe = validate(table, registry)
+    run = RunDir.create(tmp_path, recipe.recipe.name)
+    result = train(recipe, registry, run)
+    assert len(result.vle.mse) == recipe.tokens.max
+    from vle_kit import checkpoint
+
+    state = checkpoint.load(run.checkpoint)
+    assert state["step"] == 2 and "decoder.up.weight" in state["model"]
 
 
 def test_duplicate_name_names_both_plugins():

@@ -64,6 +64,8 @@ class TokenConfig:
     size: int = attrs.field(default=4, validator=v.ge(1))
     gaussian: bool = False  # a VAE's token: sampled from a predicted Gaussian while training
     kl_weight: float = attrs.field(default=0.05, validator=v.ge(0))  # KL per image value
+    gain: bool = False  # gain-shape: the encoder sees its input at unit RMS, the token's RMS
+    #                     carries the input's, and the decoder's part is scaled back by it
 
     @property
     def floats(self) -> int:
@@ -98,6 +100,8 @@ class TrainConfig:
     device: str = attrs.field(default="auto", validator=v.in_(("auto", "cpu", "cuda")))
     warmup: int = attrs.field(default=100, validator=v.ge(0))  # steps of linear lr warm-up
     step_loss: float = attrs.field(default=1.0, validator=v.ge(0))  # weight of per-step MSE terms
+    loss: str = attrs.field(default="mse", validator=v.in_(("mse", "log_mse")))  # log_mse: each
+    #   reconstruction term is log MSE, so halving a small error counts as halving a large one
     grad_clip: float = attrs.field(default=1.0, validator=v.ge(0))  # 0 turns clipping off
     log_every: int = attrs.field(default=25, validator=v.ge(1))
     checkpoint_every: int = attrs.field(default=250, validator=v.ge(1))

@@ -9,6 +9,7 @@ end with a convolution at half resolution whose channels unfold into 2 x 2 block
 from __future__ import annotations
 
 import attrs
+import torch
 from torch import Tensor, nn
 
 Activation = nn.SiLU  # as good as GELU here and cheaper on CPUs (benchmarks/README.md)
@@ -61,6 +62,23 @@ def up_path(width: int, up: int, out_channels: int) -> nn.Sequential:
     widths = level_widths(width, up - 1)[::-1]
     return nn.Sequential(*[Up(a, b) for a, b in zip(widths[:-1], widths[1:])],
                          conv3(widths[-1], 4 * out_channels), nn.PixelShuffle(2))
+
+
+class ConvGRUCell(nn.Module):
+    """A convolutional GRU: h' = (1 - u) h + u tanh(conv([x, r h])), gates u, r from
+    conv([x, h]); h starts at zero."""
+
+    def __init__(self, channels: int, hidden: int, kernel: int = 3):
+        super().__init__()
+        self.hidden = hidden
+        self.gates = nn.Conv2d(channels + hidden, 2 * hidden, kernel, padding=kernel // 2)
+        self.candidate = nn.Conv2d(channels + hidden, hidden, kernel, padding=kernel // 2)
+
+    def forward(self, x: Tensor, h: Tensor | None) -> Tensor:
+        h = x.new_zeros(x.shape[0], self.hidden, *x.shape[2:]) if h is None else h
+        update, reset = torch.sigmoid(self.gates(torch.cat([x, h], 1))).chunk(2, 1)
+        candidate = torch.tanh(self.candidate(torch.cat([x, reset * h], 1)))
+        return (1 - update) * h + update * candidate
 
 
 @attrs.frozen(kw_only=True)

@@ -32,6 +32,11 @@ class Output:
     kl: Tensor | None = None  # (B, K) KL divergence of each Gaussian token, or None
 
 
+def rms(x: Tensor) -> Tensor:
+    """Root mean square per image (B, 1, 1, 1), kept away from zero."""
+    return x.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt().clamp_min(1e-6)
+
+
 def gaussian_token(stats: Tensor, sample: bool) -> tuple[Tensor, Tensor]:
     """A VAE's token from (B, 2c, s, s) means and log-variances: a draw while training, the
     mean otherwise; and its KL divergence from N(0, 1) per image (B,)."""
@@ -63,7 +68,7 @@ class VLE(nn.Module):
         nn.init.zeros_(self.film_k.weight)
         nn.init.zeros_(self.film_step.weight)
         self.body = nn.Sequential(*[ResBlock(width) for _ in range(cfg.blocks)])
-        self.gaussian = token.gaussian
+        self.gaussian, self.gain = token.gaussian, token.gain
         self.to_token = nn.Sequential(Activation(), conv3(width, width, 2), Activation(),
                                       nn.Conv2d(width, token.channels * (1 + token.gaussian), 1))
         self.image_shape = (spec.image_channels, spec.image_size, spec.image_size)
@@ -75,7 +80,9 @@ class VLE(nn.Module):
         tokens, parts, recons, kls = [], [], [], []
         film_k = self.film_k.weight[min(k, self.tokens_max)]  # past training's K: its largest
         for t in range(k):
-            feat = self.stem(self.composer(x, state))
+            inp = self.composer(x, state)
+            gain = rms(inp) if self.gain else None  # the residual shrinks; the encoder sees it
+            feat = self.stem(inp if gain is None else inp / gain)  # at unit scale
             feat, memory = self.memory(feat, memory)
             film = film_k + self.film_step.weight[min(t, self.tokens_max - 1)]
             scale, shift = film.view(2, 1, -1, 1, 1)
@@ -84,6 +91,8 @@ class VLE(nn.Module):
             if self.gaussian:
                 z, kl = gaussian_token(z, self.training)
                 kls.append(kl)
+            if gain is not None:  # the token's own RMS carries the gain to the decoder
+                z = z / rms(z) * gain
             part, recon = self.explain(state, z, feat)
             tokens.append(z), parts.append(part), recons.append(recon)
         return Output(torch.stack(tokens, 1), torch.stack(parts, 1), torch.stack(recons, 1),
@@ -94,8 +103,9 @@ class VLE(nn.Module):
                 mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Decode token z at step state.step into its part and the new reconstruction, and
         advance the state. `mask`, if given, replaces the saliency head's."""
-        out, state.decoder_memory = self.decoder(z, state, state.decoder_memory)
-        part, extra = out[:, :self.image_shape[0]], out[:, self.image_shape[0]:]
+        gain = rms(z) if self.gain else 1.0
+        out, state.decoder_memory = self.decoder(z / gain, state, state.decoder_memory)
+        part, extra = out[:, :self.image_shape[0]] * gain, out[:, self.image_shape[0]:]
         if mask is None:
             mask = self.saliency(state, feat, part, extra)
         recon = self.combiner(state, part, mask)

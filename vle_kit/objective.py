@@ -2,9 +2,12 @@
 
     loss = final + train.step_loss * steps + kl_weight * kl + sum of weighted mask losses
 
-`final` is the MSE after the last of the K tokens, `steps` the mean MSE over all K steps
-(notes, Apr 18: the final reconstruction of the full input), `kl` the KL term of a Gaussian
-token per image value, and each mask loss ramps up linearly over its `warmup` steps.
+`final` is the MSE after the last of the K tokens (notes, Apr 18: the final reconstruction of
+the full input), `steps` the mean over all K steps of the MSE after that step; with
+`train.loss = "log_mse"` both take the log of each MSE instead, so every token's relative
+improvement counts alike and late tokens, whose errors are small, are not drowned out by early
+ones. `kl` is the KL term of a Gaussian token per image value; each mask loss ramps up linearly
+over its `warmup` steps.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ def objective(out: Output, images: Tensor, recipe: Recipe, step: int,
     """The loss of a training step at `step` on `images` (B, C, H, W) in [-1, 1], under the
     key "loss", beside every term it sums (scalars)."""
     per_step = (out.recons.float() - images[:, None]).pow(2).mean(dim=(0, 2, 3, 4))  # (K,)
+    if recipe.train.loss == "log_mse":
+        per_step = per_step.clamp_min(1e-8).log()
     terms = {"final": per_step[-1], "steps": per_step.mean()}
     loss = terms["final"] + recipe.train.step_loss * terms["steps"]
     if out.kl is not None:  # per image value, the scale of the MSE

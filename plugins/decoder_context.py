@@ -1,0 +1,52 @@
+"""`context`: a decoder that knows what the earlier tokens said, so a later token can refine
+what is already drawn instead of describing it again (Toderici et al. 2017's decoders are
+recurrent for the same reason). Two sources, each an option:
+
+- `recon`: the reconstruction so far, folded down to the token's resolution by a small
+  convolutional encoder and added to the token's features;
+- `memory`: a convolutional GRU at the token's resolution that carries the decoder's own state
+  from step to step.
+
+Both follow from the tokens alone, so any prefix still decodes exactly.
+"""
+
+import math
+
+import attrs
+from torch import nn
+
+from vle_kit import hookimpl
+from vle_kit.interfaces import Decoder
+from vle_kit.layers import Activation, ConvGRUCell, ResBlock, conv3, stem, up_path
+
+
+class ContextDecoder(Decoder):
+    @attrs.frozen(kw_only=True)
+    class Config:
+        recon: bool = True  # see the reconstruction so far
+        memory: bool = True  # carry a recurrent state across steps
+
+    def __init__(self, cfg, spec):
+        super().__init__(cfg, spec)
+        width, up = spec.width, int(math.log2(spec.image_size // spec.token_size))
+        self.embed = conv3(spec.token_channels, width)
+        if cfg.recon:  # image -> token resolution: the encoder's stem and one more halving
+            self.context = nn.Sequential(stem(spec.image_channels, width, up - 1), Activation(),
+                                         conv3(width, width, 2))
+        if cfg.memory:
+            self.cell = ConvGRUCell(width, width)
+        self.net = nn.Sequential(ResBlock(width),
+                                 up_path(width, up, spec.image_channels + spec.mask_channels))
+
+    def forward(self, z, state, memory):
+        h = self.embed(z)
+        if self.cfg.recon:
+            h = h + self.context(state.recon)
+        if self.cfg.memory:
+            h = memory = self.cell(h, memory)
+        return self.net(h), memory
+
+
+@hookimpl
+def register_decoders(register):
+    register("context", ContextDecoder)
