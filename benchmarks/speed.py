@@ -1,14 +1,20 @@
 """How fast vle_kit trains and encodes on this machine, and how close to its matmul rate.
 
-    python -m benchmarks [--recipes recipes/vanilla.toml ...] [--quick] [--set KEY=VALUE ...]
-                         [--out DIR]
+    python -m benchmarks [--isa native avx2] [--recipes recipes/vanilla.toml ...] [--quick]
+                         [--set KEY=VALUE ...] [--out DIR]
 
-For each recipe: training images per second at K = tokens.max, encoding images per second per
-token, peak memory, floating-point operations per training step (counted with
-torch.utils.flop_counter) and the rate they run at as a share of this machine's float32 matmul
-rate, measured in the same run. Then time per training step as K goes 1..16 and as the image
-size goes 32, 64, 128, and the framework's overhead against a hand-written one-shot loop of the
-same network. Prints tables; writes benchmarks/results/speed.json.
+For each recipe: training images per second at K = tokens.max, and that rate per GFLOP/s of
+this machine's float32 matmul rate measured in the same run (the figure that compares hosts);
+encoding images per second per token, peak memory, floating-point operations per training
+step (counted with torch.utils.flop_counter) and the rate they run at. Then where the time of
+a training step of the first recipe goes (benchmarks/profile.py), time per training step as K
+goes 1..16 and as the image size goes 32, 64, 128, and the framework's overhead against a
+hand-written one-shot loop of the same network.
+
+`--isa avx2` runs everything under the AVX2 kernels (ATen, oneDNN and MKL told to use nothing
+newer), whatever this CPU has; `--isa native avx2` measures both ways in one command. Each ISA
+is measured in a process of its own started with those variables. Prints tables; writes
+benchmarks/results/speed.json with the host of every measurement.
 """
 
 from __future__ import annotations
@@ -16,19 +22,23 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import platform
+import os
 import resource
 import statistics
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.profile import profile_step
+from benchmarks.profile import table as profile_table
 from vle_kit.build import select_device
 from vle_kit.data import to_signed
+from vle_kit.host import AVX2_KERNELS, describe, host_info
 from vle_kit.recipe import load_recipe
 from vle_kit.runs import RunDir
 from vle_kit.train import Trainer
@@ -99,6 +109,7 @@ def measure_recipe(path: Path, overrides: list[str], repeats: int, peak: float) 
     encode_s = timed(encode, repeats)
     return {"recipe": path.stem, "tokens": k, "batch": batch,
             "train_images_per_s": batch / step, "train_step_s": step,
+            "images_per_s_per_matmul_gflops": batch / step / (peak / 1e9),
             "encode_images_per_s_per_token": len(x) * k / encode_s,
             "flops_per_step": flops, "flop_rate": flops / step, "share_of_matmul": flops / step
             / peak, "rss_before_mb": baseline,
@@ -107,9 +118,26 @@ def measure_recipe(path: Path, overrides: list[str], repeats: int, peak: float) 
             if trainer.device.type == "cuda" else None}
 
 
-def measure_apart(path: Path, overrides: list[str], repeats: int, peak: float) -> dict:
+def apart(fn, *args):
+    """fn(*args) in a fresh process (spawned: it imports torch anew, so it sees the kernel
+    variables of the environment it starts with, and its peak memory is its own)."""
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(measure_recipe, path, overrides, repeats, peak).result()
+        return pool.submit(fn, *args).result()
+
+
+@contextmanager
+def environment(variables: dict[str, str]):
+    """os.environ with `variables` set, for the processes started meanwhile."""
+    saved = {k: os.environ.get(k) for k in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def scaling(path: Path, overrides: list[str], repeats: int) -> dict:
@@ -167,8 +195,49 @@ def growth(per: dict, exponent: int) -> str:
                      for a, b in zip(keys[:-1], keys[1:]))
 
 
+def measure_host(recipes: list[Path], overrides: list[str], quick: bool) -> dict:
+    """Everything this benchmark measures, on the kernels this process was started with."""
+    repeats = 3 if quick else 10
+    torch.manual_seed(0)
+    device = select_device("auto")
+    peak = matmul_rate(device, seconds=0.5 if quick else 2.0)
+    rows = [apart(measure_recipe, r, overrides, repeats, peak) for r in recipes]
+    profiled = profile_step(recipes[0], overrides, steps=2 if quick else 5)
+    scale = scaling(recipes[0], overrides, max(2, repeats // 2))
+    return {"host": host_info(), "device": str(device), "matmul_flop_rate": peak,
+            "recipes": rows, "profile": profiled, **scale,
+            "overhead": overhead(recipes[0], overrides, repeats)}
+
+
+def report(result: dict) -> None:
+    print(f"\n## {describe(result['host'])}\n\nfloat32 matmul rate: "
+          f"{result['matmul_flop_rate'] / 1e9:.1f} GFLOP/s on {result['device']}")
+    print("\n| recipe | K | train img/s | img/s per matmul GFLOP/s | encode img/s per token "
+          "| GFLOP/step | GFLOP/s | peak RSS MB (at start) | peak GPU MB |\n"
+          "|---|---|---|---|---|---|---|---|---|")
+    for r in result["recipes"]:
+        gpu = "" if r["peak_gpu_mb"] is None else f"{r['peak_gpu_mb']:.0f}"
+        print(f"| {r['recipe']} | {r['tokens']} | {r['train_images_per_s']:.1f} "
+              f"| {r['images_per_s_per_matmul_gflops']:.3f} "
+              f"| {r['encode_images_per_s_per_token']:.0f} | {r['flops_per_step'] / 1e9:.2f} "
+              f"| {r['flop_rate'] / 1e9:.1f} "
+              f"| {r['peak_rss_mb']:.0f} ({r['rss_before_mb']:.0f}) | {gpu} |")
+    print("\n" + profile_table(result["profile"]))
+    recipe = result["recipes"][0]["recipe"]
+    print(f"\nseconds per training step ({recipe}):")
+    for name, exponent in (("seconds_per_step_by_k", 1), ("seconds_per_step_by_size", 2)):
+        per = result[name]
+        print(f"  {name}: " + ", ".join(f"{k}: {v:.3f}" for k, v in per.items())
+              + f"\n    {growth(per, exponent)}")
+    over = result["overhead"]
+    print(f"\nframework overhead, K = 1, no memory: vle_kit {over['vle_kit_s'] * 1e3:.1f} ms, "
+          f"hand-written {over['hand_written_s'] * 1e3:.1f} ms: {over['overhead']:+.1%}")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--isa", nargs="+", choices=("native", "avx2"), default=["native"],
+                   help="measure with this CPU's best kernels, the AVX2 ones, or both")
     p.add_argument("--recipes", nargs="+", type=Path,
                    default=[ROOT / "recipes" / f"{r}.toml" for r in
                             ("vanilla", "inherent", "saliency", "constructor")])
@@ -176,34 +245,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--out", type=Path, default=RESULTS, help="where speed.json goes")
     args = p.parse_args(argv)
-    repeats = 3 if args.quick else 10
-    torch.manual_seed(0)
-    device = select_device("auto")
-    peak = matmul_rate(device, seconds=0.5 if args.quick else 2.0)
-    print(f"float32 matmul rate: {peak / 1e9:.1f} GFLOP/s on {device}"
-          + ("" if device.type == "cuda" else f", {torch.get_num_threads()} threads"))
-    rows = [measure_apart(r, args.overrides, repeats, peak) for r in args.recipes]
-    print("\n| recipe | K | train img/s | encode img/s per token | GFLOP/step | GFLOP/s "
-          "| share of matmul | peak RSS MB (at start) | peak GPU MB |\n"
-          "|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        gpu = "" if r["peak_gpu_mb"] is None else f"{r['peak_gpu_mb']:.0f}"
-        print(f"| {r['recipe']} | {r['tokens']} | {r['train_images_per_s']:.1f} "
-              f"| {r['encode_images_per_s_per_token']:.0f} | {r['flops_per_step'] / 1e9:.2f} "
-              f"| {r['flop_rate'] / 1e9:.1f} | {r['share_of_matmul']:.1%} "
-              f"| {r['peak_rss_mb']:.0f} ({r['rss_before_mb']:.0f}) | {gpu} |")
-    scale = scaling(args.recipes[0], args.overrides, max(2, repeats // 2))
-    print(f"\nseconds per training step ({args.recipes[0].stem}):")
-    for (name, per), exponent in zip(scale.items(), (1, 2)):
-        print(f"  {name}: " + ", ".join(f"{k}: {v:.3f}" for k, v in per.items())
-              + f"\n    {growth(per, exponent)}")
-    over = overhead(args.recipes[0], args.overrides, repeats)
-    print(f"\nframework overhead, K = 1, no memory: vle_kit {over['vle_kit_s'] * 1e3:.1f} ms, "
-          f"hand-written {over['hand_written_s'] * 1e3:.1f} ms: {over['overhead']:+.1%}")
+    results = {}
+    for isa in args.isa:
+        with environment(AVX2_KERNELS if isa == "avx2" else {}):
+            results[isa] = apart(measure_host, args.recipes, args.overrides, args.quick)
+        report(results[isa])
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / "speed.json"
-    out.write_text(json.dumps({"machine": platform.processor() or platform.machine(),
-                               "threads": torch.get_num_threads(), "torch": torch.__version__,
-                               "matmul_flop_rate": peak, "recipes": rows, **scale,
-                               "overhead": over, "overrides": args.overrides}, indent=2))
+    out.write_text(json.dumps({"overrides": args.overrides, "by_isa": results}, indent=2))
     print(f"wrote {out}")

@@ -11,16 +11,23 @@ pytestmark = pytest.mark.slow
 
 
 def test_speed_benchmark_writes_every_measure(tmp_path, capsys):
-    main(["--quick", "--recipes", str(ROOT / "recipes" / "vanilla.toml"), "--out", str(tmp_path),
+    """Under the AVX2 kernels, so the switch that sets them is tested too."""
+    main(["--quick", "--isa", "avx2", "--recipes", str(ROOT / "recipes" / "vanilla.toml"),
+          "--out", str(tmp_path),
           "--set", "model.width=8", "--set", "model.memory.hidden=4", "--set", "train.batch=4"])
-    result = json.loads((tmp_path / "speed.json").read_text())
+    result = json.loads((tmp_path / "speed.json").read_text())["by_isa"]["avx2"]
+    assert result["host"]["aten_isa"] == "AVX2", "--isa avx2 reaches the measuring process"
+    assert result["host"]["kernels_forced"]["ONEDNN_MAX_CPU_ISA"] == "AVX2"
     (row,) = result["recipes"]
     assert row["flops_per_step"] > 0 and row["train_images_per_s"] > 0
     assert 0 < row["share_of_matmul"] and row["peak_rss_mb"] > 0
     assert sorted(map(int, result["seconds_per_step_by_k"])) == [1, 2, 4, 8, 16]
     assert sorted(map(int, result["seconds_per_step_by_size"])) == [32, 64, 128]
     assert result["overhead"]["hand_written_s"] > 0
-    assert "framework overhead" in capsys.readouterr().out
+    assert result["profile"]["step_s"] > 0 and "decoder backward" in result["profile"]["modules_s"]
+    assert result["host"]["aten_isa"] and result["host"]["threads"] >= 1
+    out = capsys.readouterr().out
+    assert "framework overhead" in out and "| module | ms | share |" in out
 
 
 def test_growth_compares_time_with_work():
