@@ -110,12 +110,13 @@ DECODERS = [["model.decoder.use=plain"],
 
 @pytest.mark.parametrize("decoder", DECODERS, ids=lambda d: " ".join(d))
 @pytest.mark.parametrize("gain", [False, True])
-@pytest.mark.parametrize("saliency", ["none", "inherent"])
-def test_every_prefix_decodes_exactly(vanilla, decoder, gain, saliency):
+@pytest.mark.parametrize("saliency,combiner", [("none", "sum"), ("inherent", "masked_sum"),
+                                               ("inherent", "masked_fill")])
+def test_every_prefix_decodes_exactly(vanilla, decoder, gain, saliency, combiner):
     """Whatever the decoder sees follows from the tokens: decoding the first j tokens gives the
     encoding's reconstruction after j tokens."""
     model, _ = tiny_model(vanilla, *decoder, f"model.token.gain={str(gain).lower()}",
-                          f"model.saliency.use={saliency}", "model.combiner.use=masked_sum")
+                          f"model.saliency.use={saliency}", f"model.combiner.use={combiner}")
     model.eval()
     x = torch.rand(3, 3, 16, 16) * 2 - 1
     with torch.no_grad():
@@ -150,3 +151,18 @@ def test_log_mse_loss_weighs_each_step_by_its_relative_error(vanilla):
     grad = recons.grad.abs().sum(dim=(0, 2, 3, 4))
     # d log(e^2) / de = 2 / e: the small error of step 2 gets the larger gradient
     assert grad[1] > grad[0]
+
+
+def test_masked_fill_prefixes_are_whole_images_and_the_last_token_matches_masked_sum(vanilla):
+    """After k tokens, what the masks claimed keeps its parts and the newest part fills the
+    rest; after K tokens (the last takes the rest) it equals masked_sum."""
+    fill, _ = tiny_model(vanilla, "model.saliency.use=inherent",
+                         "model.combiner.use=masked_fill")
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    out = fill(x, 3)
+    masks, parts = out.masks, out.parts
+    for t in range(3):
+        claimed = (masks[:, :t] * parts[:, :t]).sum(1)
+        rest = 1 - masks[:, :t].sum(1)
+        assert torch.allclose(out.recons[:, t], claimed + rest * parts[:, t], atol=1e-5)
+    assert torch.allclose(out.recons[:, -1], (masks * parts).sum(1), atol=1e-5)

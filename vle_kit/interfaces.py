@@ -42,13 +42,14 @@ class State:
     recon: Tensor  # (B, C, H, W) the reconstruction so far
     mask_sum: Tensor  # (B, 1, H, W) in [0, 1]: how much of each pixel the masks have claimed
     masks: list[Tensor]  # the masks so far, each (B, 1, H, W)
+    parts: list[Tensor] = attrs.field(factory=list)  # the parts so far, each (B, C, H, W)
     progress: float = 1.0  # share of training done, for annealed plug-ins; 1 outside training
     decoder_memory: object | None = None  # what the decoder carries from step to step
 
     @classmethod
     def start(cls, x: Tensor, k: int, progress: float = 1.0) -> State:
         b, _, h, w = x.shape
-        return cls(x, k, 0, torch.zeros_like(x), x.new_zeros(b, 1, h, w), [], progress)
+        return cls(x, k, 0, torch.zeros_like(x), x.new_zeros(b, 1, h, w), [], progress=progress)
 
 
 class ModelPart(nn.Module):

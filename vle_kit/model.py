@@ -112,6 +112,7 @@ class VLE(nn.Module):
         if mask is not None:
             state.mask_sum = (state.mask_sum + mask).clamp(0, 1)
             state.masks.append(mask)
+        state.parts.append(part)
         state.recon, state.step = recon, state.step + 1
         return part, recon
 
