@@ -6,6 +6,7 @@ from vle_kit.interfaces import SaliencyHead
 
 class NoSaliency(SaliencyHead):
     from_tokens = True
+    makes_masks = False
 
     def forward(self, state, feat, part, extra):
         return None

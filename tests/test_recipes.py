@@ -61,6 +61,13 @@ BAD = [
     ("TOML syntax", BASE + "[extra\n", "TOML syntax error: Expected ']'"),
     ("choice", BASE.replace("[train]", '[train]\ndevice = "gpu"'),
      "train.device: must be in ('auto', 'cpu', 'cuda'), got 'gpu'"),
+    ("infinite learning rate", BASE + "lr = inf\n", "train.lr: expected a finite number, got inf"),
+    ("mask losses without masks", BASE + '[[mask_loss]]\nuse = "binarize"\n',
+     "mask_loss: 'binarize' needs masks, and model.saliency.use = 'none' makes none"),
+    ("batch larger than the data", BASE.replace("size = 32", "size = 32\ntrain = 16")
+     + "batch = 64\n", "train.batch: 64 is more than the 16 training images"),
+    ("a model too large for the machine", BASE + "[model]\nwidth = 100000000\n",
+     "model.width: a training step of this model needs about"),
 ]
 
 
@@ -129,3 +136,27 @@ def test_resolved_recipe_round_trips(vanilla):
 def test_empty_recipe_takes_every_default(tmp_path):
     recipe = validate({}, load_registry())
     assert recipe.model.memory.use == "convlstm" and recipe.data.use == "shapes"
+
+
+def test_masked_combiner_without_masks_is_a_warning(vanilla, capsys):
+    assert main(["check", str(vanilla), "--set", "model.combiner.use=masked_sum"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and "warning:" in captured.err
+    assert "'masked_sum' without a saliency head" in captured.err
+
+
+def test_check_shows_the_size_of_the_model(vanilla, capsys):
+    assert main(["check", str(vanilla)]) == 0
+    out = capsys.readouterr().out
+    assert "parameters; a token is 64 floats;" in out and "MFLOP per image per token" in out
+    assert "MB per training step (batch 32, K = 8)" in out
+
+
+def test_size_counts_parameters_and_grows_with_width(vanilla):
+    from vle_kit.build import build_model, measure_size
+
+    recipe, registry = load_recipe(vanilla)
+    size = measure_size(recipe, registry)
+    assert size.parameters == sum(p.numel() for p in build_model(recipe, registry).parameters())
+    wider, _ = load_recipe(vanilla, ["model.width=128"])
+    assert measure_size(wider, registry).flops_per_image_token > 2 * size.flops_per_image_token

@@ -6,16 +6,20 @@ The trainer, the CLI, the benchmarks and the testing kit all build through here.
 
 from __future__ import annotations
 
+import os
+
 import attrs
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from vle_kit import checkpoint
 from vle_kit.config import Recipe
 from vle_kit.data import ImageSet
-from vle_kit.errors import VleKitError
+from vle_kit.errors import RecipeError, VleKitError
 from vle_kit.interfaces import MaskLoss, ModelSpec
 from vle_kit.model import VLE
+from vle_kit.objective import objective
 from vle_kit.plugins import Registry
 from vle_kit.recipe import load_recipe
 from vle_kit.runs import RunDir
@@ -54,6 +58,68 @@ def build_mask_losses(recipe: Recipe, registry: Registry) -> list[tuple[str, Mas
     """(name, loss) for every [[mask_loss]] table, in recipe order."""
     return [(c.use, registry.get("mask_loss", c.use).factory(c.config))
             for c in recipe.mask_loss]
+
+
+@attrs.frozen
+class Size:
+    """What one training step of a recipe costs, worked out on PyTorch's meta device (shapes
+    only: nothing is allocated or computed), for `vle-kit check` to show before a run."""
+
+    parameters: int
+    floats_per_token: int
+    flops_per_image_token: float  # a training step's forward and backward, per image and token
+    peak_bytes: int  # weights, gradients, AdamW's two moments and what backward keeps
+
+    def describe(self, recipe: Recipe) -> str:
+        return (f"{self.parameters:,} parameters; a token is {self.floats_per_token} floats; "
+                f"{self.flops_per_image_token / 1e6:.3g} MFLOP per image per token to train; "
+                f"about {self.peak_bytes / 2**20:,.0f} MB per training step (batch "
+                f"{recipe.train.batch}, K = {recipe.tokens.max})")
+
+
+def measure_size(recipe: Recipe, registry: Registry, image_channels: int = 3) -> Size:
+    """The size of the recipe's model and of one training step at K = tokens.max."""
+    with torch.device("meta"):
+        model = build_model(recipe, registry, image_channels)
+        size = recipe.data.config.size
+        x = torch.zeros(recipe.train.batch, image_channels, size, size)
+    weights = {p.untyped_storage()._cdata for p in model.parameters()}
+    kept: dict[int, int] = {}  # storage -> bytes of what autograd saves for backward
+
+    def keep(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage._cdata not in weights:
+            kept[storage._cdata] = storage.nbytes()
+        return t
+
+    with FlopCounterMode(display=False) as flops:
+        with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+            out = model.train()(x, recipe.tokens.max)
+            loss = objective(out, x, recipe, 0, build_mask_losses(recipe, registry))["loss"]
+        loss.backward()
+    parameters = sum(p.numel() for p in model.parameters())
+    return Size(parameters=parameters, floats_per_token=recipe.model.token.floats,
+                flops_per_image_token=flops.get_total_flops() / x.shape[0] / recipe.tokens.max,
+                peak_bytes=4 * 4 * parameters + sum(kept.values()))
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes of memory the device has in all (a GPU's own, or the machine's)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_fits(recipe: Recipe, size: Size, source: str) -> None:
+    """A recipe whose training step cannot fit in memory is a recipe error, before any run."""
+    device = select_device(recipe.train.device)
+    have = available_memory(device)
+    if size.peak_bytes > have:
+        raise RecipeError(source, [
+            f"model.width: a training step of this model needs about "
+            f"{size.peak_bytes / 2**30:,.3g} GB ({size.parameters:,} parameters, batch "
+            f"{recipe.train.batch}, K = {recipe.tokens.max}), more than the "
+            f"{have / 2**30:.0f} GB of the {device.type}"])
 
 
 def load_data(recipe: Recipe, registry: Registry) -> tuple[ImageSet, ImageSet]:

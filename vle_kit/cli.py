@@ -66,8 +66,8 @@ def parser() -> argparse.ArgumentParser:
 
 def cmd_run(args) -> int:
     from vle_kit import distributed
-    from vle_kit.build import select_device
-    from vle_kit.recipe import load_recipe
+    from vle_kit.build import check_fits, measure_size, select_device
+    from vle_kit.recipe import load_recipe, warnings
     from vle_kit.report import curve_table, markdown
     from vle_kit.runs import RunDir
     from vle_kit.train import train
@@ -79,6 +79,10 @@ def cmd_run(args) -> int:
         recipe, registry = load_recipe(run.recipe, args.overrides, args.plugins)
     else:
         recipe, registry = load_recipe(args.recipe, args.overrides, args.plugins)
+    check_fits(recipe, measure_size(recipe, registry), str(args.recipe or run.recipe))
+    if os.environ.get("RANK", "0") == "0":
+        for line in warnings(recipe, registry):
+            print(f"warning: {line}", file=sys.stderr)
     distributed.start(select_device(recipe.train.device))  # under torchrun: join the job
     try:
         if not args.resume:  # rank 0 names the run directory; every rank uses it
@@ -101,12 +105,18 @@ def cmd_run(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from vle_kit.recipe import load_recipe
+    from vle_kit.build import check_fits, measure_size
+    from vle_kit.recipe import load_recipe, warnings
     from vle_kit.slots import MODEL_SLOTS
 
-    recipe, _ = load_recipe(args.recipe, args.overrides, args.plugins)
+    recipe, registry = load_recipe(args.recipe, args.overrides, args.plugins)
+    size = measure_size(recipe, registry)
+    check_fits(recipe, size, str(args.recipe))
+    for line in warnings(recipe, registry):
+        print(f"warning: {args.recipe}: {line}", file=sys.stderr)
     parts = ", ".join(f"{s.name} {getattr(recipe.model, s.name).use}" for s in MODEL_SLOTS)
     print(f"{args.recipe}: ok ({recipe.recipe.name}: {parts}, data {recipe.data.use})")
+    print(f"model: {size.describe(recipe)}")
     return 0
 
 

@@ -98,6 +98,7 @@ class SaliencyHead(ModelPart):
     decoder_channels: ClassVar[int] = 0  # extra channels the decoder emits for this head
     from_tokens: ClassVar[bool] = False  # True if the mask follows from the decoder's output
     #                                      alone, so saved tokens decode without the image
+    makes_masks: ClassVar[bool] = True  # False for a head that always returns None
 
     def forward(self, state: State, feat: Tensor, part: Tensor, extra: Tensor) -> Tensor | None:
         raise NotImplementedError

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 import tomllib
 import typing
@@ -108,7 +109,7 @@ def validate(table: dict, registry: Registry, source: str = "<recipe>",
     problems = [] if problems is None else problems
     recipe = _build(Recipe, table, "", problems, registry)
     if recipe is not None:
-        problems += _cross_checks(recipe)
+        problems += _cross_checks(recipe, registry)
     if problems:
         raise RecipeError(source, problems)
     if not recipe.recipe.name:
@@ -116,13 +117,40 @@ def validate(table: dict, registry: Registry, source: str = "<recipe>",
     return recipe
 
 
-def _cross_checks(recipe: Recipe) -> list[str]:
+def _cross_checks(recipe: Recipe, registry: Registry) -> list[str]:
+    """Problems no single table shows: combinations of keys that cannot work."""
+    problems = []
     size, token = recipe.data.config.size, recipe.model.token.size
     ratio = size // token
     if size % token or ratio < 2 or ratio & (ratio - 1):
-        return [f"data.size: {size} must be model.token.size ({token}) times a power of two "
-                f"(2, 4, 8, ...)"]
-    return []
+        problems.append(f"data.size: {size} must be model.token.size ({token}) times a power of "
+                        f"two (2, 4, 8, ...)")
+    saliency = recipe.model.saliency.use
+    if recipe.mask_loss and not makes_masks(recipe, registry):
+        names = ", ".join(repr(c.use) for c in recipe.mask_loss)
+        need = "needs" if len(recipe.mask_loss) == 1 else "need"
+        problems.append(f"mask_loss: {names} {need} masks, and model.saliency.use = "
+                        f"{saliency!r} makes none; choose a saliency head or drop the "
+                        f"[[mask_loss]] tables")
+    if recipe.train.batch > recipe.data.config.train:
+        problems.append(f"train.batch: {recipe.train.batch} is more than the "
+                        f"{recipe.data.config.train} training images (data.train)")
+    return problems
+
+
+def makes_masks(recipe: Recipe, registry: Registry) -> bool:
+    """Whether the recipe's saliency head makes masks (the `none` head makes none)."""
+    return registry.get("saliency", recipe.model.saliency.use).factory.makes_masks
+
+
+def warnings(recipe: Recipe, registry: Registry) -> list[str]:
+    """Legitimate but likely unintended combinations, one line each, said before a run."""
+    said = []
+    combiner = recipe.model.combiner.use
+    if combiner != "sum" and not makes_masks(recipe, registry):
+        said.append(f"model.combiner.use: {combiner!r} without a saliency head has no masks to "
+                    f"use; every part is added whole, as 'sum' does")
+    return said
 
 
 def _join(path: str, key: str | int) -> str:
@@ -148,6 +176,8 @@ def _type_problem(value: object, tp: object) -> tuple[object, str | None]:
           str: lambda x: isinstance(x, str)}
     if tp in ok and not ok[tp](value):
         return value, f"expected {names[tp]}, got {type(value).__name__} {value!r}"
+    if tp is float and not math.isfinite(value):
+        return value, f"expected a finite number, got {value!r}"
     return (float(value) if tp is float else value), None
 
 
