@@ -70,6 +70,75 @@ def test_image_folder_unreadable_file(image_tree):
         ds.load("train"), ds.load("test")
 
 
+def photo_tree(root, held_out="test"):
+    """root/train/{a,b}/*.png (5 each) and root/<held_out>/{a,b}/*.png (2 each)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 5), (held_out, 2)):
+        for cls in ("a", "b"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(
+                    root / split / cls / f"{split}{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("held_out", ["test", "val"])
+def test_image_folder_with_train_and_test_folders_takes_them_as_the_splits(tmp_path, held_out):
+    root = photo_tree(tmp_path / "photos", held_out)
+    ds = ImageFolderDataset(ImageFolderConfig(root=str(root), size=16, train=10, test=4))
+    names = {split: [p.name for p in ds.files(split)[0]] for split in ("train", "test")}
+    assert all(n.startswith("train") for n in names["train"]) and len(names["train"]) == 10
+    assert all(n.startswith(held_out) for n in names["test"]) and len(names["test"]) == 4
+    train = ds.load("train")
+    assert train.labels["class"].flatten().tolist() == [0] * 5 + [1] * 5, "classes below train/"
+    capped = ImageFolderDataset(ImageFolderConfig(root=str(root), size=16, train=3, test=1))
+    assert set(p.name for p in capped.files("train")[0]) < set(names["train"])
+    with pytest.raises(VleKitError, match=r"data.train: .*train holds 10 images, the recipe "
+                                          r"asks for 11"):
+        ImageFolderDataset(ImageFolderConfig(root=str(root), train=11, test=1)).load("train")
+
+
+def test_image_folder_without_images_is_one_line(tmp_path):
+    (tmp_path / "empty" / "train").mkdir(parents=True)
+    (tmp_path / "empty" / "test").mkdir()
+    with pytest.raises(VleKitError, match=r"data.root: .*train holds no image files \(.bmp"):
+        ImageFolderDataset(ImageFolderConfig(root=str(tmp_path / "empty"), train=1,
+                                             test=1)).load("train")
+
+
+def test_image_modes_are_converted_to_8_bit_rgb(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from vle_kit.images import read_image
+
+    grey = np.full((8, 8), 100, dtype=np.uint8)
+    Image.fromarray(grey).save(tmp_path / "grey.png")
+    rgba = np.zeros((8, 8, 4), dtype=np.uint8)
+    rgba[..., 0], rgba[..., 3] = 200, 10
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    Image.fromarray(np.full((8, 8), 65535 // 2, dtype=np.uint16)).save(tmp_path / "deep.png")
+    assert read_image(tmp_path / "grey.png", 8).unique().tolist() == [100]
+    assert read_image(tmp_path / "rgba.png", 8)[:, 0, 0].tolist() == [200, 0, 0], "alpha dropped"
+    assert read_image(tmp_path / "deep.png", 8).unique().tolist() == [127], "16 bits scaled"
+
+
+def test_a_truncated_image_is_one_line(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from vle_kit.images import read_image
+
+    Image.fromarray(np.zeros((64, 64, 3), dtype=np.uint8)).save(tmp_path / "whole.jpg")
+    data = (tmp_path / "whole.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[:len(data) // 2])
+    with pytest.raises(VleKitError, match=r"cut.jpg: not a readable image"):
+        read_image(tmp_path / "cut.jpg", 16)
+
+
 def test_digits_come_from_scikit_learn_scaled_and_labelled():
     from vle_kit_plugins.data_digits import DigitsConfig, DigitsDataset
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.transforms.v2 import functional as TF
@@ -20,12 +21,22 @@ def image_files(root: Path) -> list[Path]:
     return sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in EXTENSIONS)
 
 
+def as_8_bit(image: Image.Image, channels: int) -> Image.Image:
+    """A PIL image as 8-bit RGB (channels = 3) or grey (1): grey and palette images are
+    expanded, alpha is dropped, 16- and 32-bit integer images are scaled down to 8 bits."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        pixels = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or pixels.max() > 255 else 255.0
+        image = Image.fromarray((pixels / top * 255).round().clip(0, 255).astype(np.uint8))
+    return image.convert("RGB" if channels == 3 else "L")
+
+
 def read_image(path: Path, size: int, channels: int = 3) -> torch.Tensor:
     """(channels, size, size) uint8: resized on the short side, then centre-cropped."""
     try:
         with Image.open(path) as file:
-            image = TF.pil_to_tensor(file.convert("RGB" if channels == 3 else "L"))
-    except (OSError, UnidentifiedImageError) as e:
+            image = TF.pil_to_tensor(as_8_bit(file, channels))
+    except (OSError, UnidentifiedImageError, ValueError) as e:
         raise VleKitError(f"{path}: not a readable image ({e})") from None
     return TF.center_crop(TF.resize(image, size, antialias=True), [size, size])
 
