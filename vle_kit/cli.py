@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 from vle_kit.errors import Interrupted, RecipeError, VleKitError
@@ -72,6 +73,7 @@ def cmd_run(args) -> int:
     from vle_kit.runs import RunDir
     from vle_kit.train import train
 
+    started = time.perf_counter()
     if (args.recipe is None) == (args.resume is None):
         raise VleKitError("give a recipe to start a run, or --resume RUN_DIR, not both")
     if args.resume:
@@ -98,10 +100,26 @@ def cmd_run(args) -> int:
     if result is None:
         return 0
     print(markdown([curve_table(result)]))
-    written = [run.eval_json, run.report_html, run.curve_png, run.grid_png, run.masks_png,
-               run.similarity_png, run.probe_png]
-    print(f"wrote {', '.join(str(p) for p in written if p.exists())}")
+    written = [run.eval_json, run.curve_png, run.grid_png, run.masks_png, run.similarity_png,
+               run.probe_png, run.training_png]
+    print(f"wrote {', '.join(str(p) for p in written if p.exists())}\n")
+    print(closing_lines(run, result, time.perf_counter() - started))
     return 0
+
+
+def closing_lines(run, result, seconds: float) -> str:
+    """Where the run is, how long it took, the numbers a person wants, where the report is."""
+    from vle_kit.runs import RunInfo
+
+    info = RunInfo.read(run)
+    training = f": training {info.train_seconds / 60:.1f} min" if info else ""
+    k = result.tokens[-1]
+    numbers = (f"MSE after 1 token {result.vle.mse[0]:.4f} (PCA {result.pca.mse[0]:.4f}), after "
+               f"{k} {result.vle.mse[-1]:.4f} (PCA {result.pca.mse[-1]:.4f})")
+    if result.masks is not None and result.masks.fg_ari is not None:
+        numbers += f"; FG-ARI {result.masks.fg_ari:.3f}"
+    return (f"run {run.path} took {seconds / 60:.1f} min{training}\n{numbers}\n"
+            f"report: {run.report_html}")
 
 
 def cmd_check(args) -> int:
@@ -144,7 +162,7 @@ def cmd_eval(args) -> int:
                               else trained.run.path / f"eval_{args.data}"))
     title = recipe.recipe.name if args.data is None else f"{recipe.recipe.name} on {args.data}"
     result = write_evaluation(trained.model, recipe, train_set, test_set, trained.device, out,
-                              title)
+                              title, trained=trained.run)
     print(markdown([f"{title}: {len(test_set)} test images", curve_table(result),
                     *separation_blocks(result)]))
     print(f"wrote {out.eval_json} and {out.report_html}")

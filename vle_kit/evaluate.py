@@ -3,6 +3,7 @@ whose error fell at that token, beside PCA of equal size; how the tokens separat
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import attrs
@@ -17,7 +18,7 @@ from vle_kit.images import write_grid
 from vle_kit.model import VLE
 from vle_kit.recipe import dump_recipe
 from vle_kit.results import Curve, Evaluation, ImageShape, MaskScores
-from vle_kit.runs import RunDir
+from vle_kit.runs import RunDir, RunInfo, command_line
 
 PEAK = 2.0  # images live in [-1, 1]
 
@@ -185,9 +186,12 @@ def write_grids(model: VLE, images: torch.Tensor, k: int, device: torch.device, 
 
 
 def write_evaluation(model: VLE, recipe: Recipe, train_set: ImageSet, test_set: ImageSet,
-                     device: torch.device, folder: RunDir, title: str) -> Evaluation | None:
+                     device: torch.device, folder: RunDir, title: str,
+                     trained: RunDir | None = None) -> Evaluation | None:
     """Evaluate and write eval.json, the figures, the grids and report.html into `folder`
-    (under torchrun: rank 0 writes and returns the result, the others return None)."""
+    (under torchrun: rank 0 writes and returns the result, the others return None). `trained`
+    is the run whose training the report shows (its run.json and metrics)."""
+    started = time.perf_counter()
     result = evaluate(model, train_set, test_set, k=recipe.eval_tokens,
                       floats_per_token=recipe.model.token.floats, device=device,
                       probe_images=recipe.eval.probe_images, recipe=recipe.recipe.name,
@@ -201,5 +205,9 @@ def write_evaluation(model: VLE, recipe: Recipe, train_set: ImageSet, test_set: 
     report.write_probe_plot(result, title, folder.probe_png)
     write_grids(model, test_set.images[:recipe.train.grid_images], recipe.eval_tokens, device,
                 folder.grid_png, folder.masks_png)
-    report.write_report(result, dump_recipe(recipe), title, folder.path)
+    if trained is not None:
+        report.write_training_plot(trained.metrics, title, folder.training_png)
+    report.write_report(result, dump_recipe(recipe), title, folder.path,
+                        None if trained is None else RunInfo.read(trained),
+                        eval_seconds=time.perf_counter() - started, command=command_line())
     return result

@@ -51,8 +51,11 @@ def write_image(x: torch.Tensor, path: Path) -> None:
     save_image(to_unit(x.cpu()), path)
 
 
-def write_grid(columns: list[torch.Tensor], path: Path) -> None:
+def write_grid(columns: list[torch.Tensor], path: Path, tile: int = 96) -> None:
     """Save a grid whose rows are images and whose columns are `columns`, each (B, C, H, W)
-    in [-1, 1]."""
-    grid = torch.stack(columns, 1).flatten(0, 1)
-    save_image(to_unit(grid.cpu()), path, nrow=len(columns), padding=1)
+    in [-1, 1], every image scaled up (nearest neighbour: crisp pixels) to at least `tile`
+    pixels a side, so a person sees it without zooming."""
+    grid = torch.stack(columns, 1).flatten(0, 1).cpu()
+    scale = max(1, -(-tile // grid.shape[-1]))
+    grid = torch.nn.functional.interpolate(grid, scale_factor=scale, mode="nearest")
+    save_image(to_unit(grid), path, nrow=len(columns), padding=2)

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 from pathlib import Path
 
 import attrs
 from matplotlib.figure import Figure  # the object API: no GUI backend, nothing left open
 
 from vle_kit.errors import VleKitError
+from vle_kit.host import describe
 from vle_kit.results import Evaluation
+from vle_kit.runs import RunInfo
 
 
 def _save(fig: Figure, path: Path) -> None:
@@ -36,6 +39,7 @@ def write_curve_plot(result: Evaluation, title: str, path: Path) -> None:
     ax.plot(k, result.vle.mse, "o-", label="VLE, first k of K tokens")
     ax.plot(k, result.vle_asked_k.mse, "s--", label="VLE, asked for k tokens")
     ax.plot(k, result.pca.mse, "^:", label="PCA, same number of floats")
+    ax.set_xticks(k)
     ax.legend()
     _save(fig, path)
 
@@ -144,21 +148,101 @@ def _image(path: Path, caption: str) -> str:
 STYLE = """body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.2em .5em;
 text-align:right}pre{background:#f4f4f4;padding:1em;overflow:auto}
-img{image-rendering:pixelated;max-width:100%}figure{display:inline-block;margin:1em}"""
+img{image-rendering:pixelated;max-width:100%}figure{display:inline-block;margin:1em}
+.verdict{font-size:1.2em;font-weight:bold}"""
 
 
-def write_report(result: Evaluation, recipe_text: str, title: str, folder: Path) -> Path:
-    """folder/report.html: one file, readable offline (images inlined), holding the recipe,
-    the numbers and every figure found in `folder`."""
+def write_training_plot(metrics: Path, title: str, path: Path) -> bool:
+    """The training loss and the checkpoints' test MSE against step, from metrics.jsonl;
+    False if there is nothing to plot."""
+    try:
+        rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return False
+    losses = [(r["step"], r["loss"]) for r in rows if "loss" in r]
+    scores = [(r["step"], r["test_mse"]) for r in rows if "test_mse" in r]
+    if not losses and not scores:
+        return False
+    fig = Figure(figsize=(9, 3.5))
+    left, right = fig.subplots(1, 2)
+    if losses:
+        left.plot(*zip(*losses), lw=0.8)
+    left.set(xlabel="step", ylabel="training loss", title=f"{title}: training loss")
+    if scores:
+        right.plot(*zip(*scores), "o-")
+        right.set_yscale("log")
+    right.set(xlabel="step", ylabel="test MSE after K tokens", title="checkpoints")
+    for ax in (left, right):
+        ax.grid(True, alpha=0.3)
+    _save(fig, path)
+    return True
+
+
+def verdict(result: Evaluation) -> str:
+    """One line: where the VLE stands against PCA, whether every token helps, and for mask
+    models how well the masks split the scenes."""
+    ratios = [v / p for v, p in zip(result.vle.mse, result.pca.mse)]
+    below = [k for k, r in zip(result.tokens, ratios) if r < 1]
+    last = result.tokens[-1]
+    if len(below) == len(ratios):
+        against = f"below PCA at every k = 1..{last} ({ratios[-1]:.2f}x PCA at k = {last})"
+    elif below:
+        against = (f"below PCA at k = {_ranges(below)}; {ratios[-1]:.2f}x PCA at k = {last}")
+    else:
+        against = f"above PCA at every k ({ratios[-1]:.2f}x PCA at k = {last})"
+    falls = all(b < a for a, b in zip(result.vle.mse, result.vle.mse[1:]))
+    worst = min(result.vle.improved)
+    parts = [against, ("the error falls with every token" if falls else
+                       "the error does not fall with every token")
+             + f" (each token improves at least {worst:.0%} of images)"]
+    if result.masks is not None and result.masks.fg_ari is not None:
+        parts.append(f"FG-ARI {result.masks.fg_ari:.2f}, count accuracy "
+                     f"{result.masks.count_accuracy:.2f}")
+    return "; ".join(parts) + "."
+
+
+def _ranges(ks: list[int]) -> str:
+    """[1, 2, 3, 5] -> "1..3, 5"."""
+    runs, start = [], ks[0]
+    for a, b in zip(ks, ks[1:] + [None]):
+        if b != a + 1:
+            runs.append(f"{start}..{a}" if a > start else f"{a}")
+            start = b
+    return ", ".join(runs)
+
+
+def run_blocks(info: RunInfo | None, eval_seconds: float, command: str) -> list[Block]:
+    """How the run was made and what it took."""
+    if info is None:
+        return [f"Evaluated in {eval_seconds:.0f} s by: {command}"]
+    rate = info.steps / info.train_seconds if info.train_seconds else 0.0
+    sessions = f" over {info.sessions} sessions" if info.sessions > 1 else ""
+    rows = [["trained", f"{info.steps} steps in {info.train_seconds / 60:.1f} min"
+                        f"{sessions} ({rate:.2f} steps/s)"],
+            ["evaluated", f"in {eval_seconds / 60:.1f} min"],
+            ["host", describe(info.host)], ["made by", info.command]]
+    if command != info.command:
+        rows.append(["evaluated by", command])
+    return [(["run", ""], rows)]
+
+
+def write_report(result: Evaluation, recipe_text: str, title: str, folder: Path,
+                 info: RunInfo | None = None, eval_seconds: float = 0.0,
+                 command: str = "") -> Path:
+    """folder/report.html: one file, readable offline (images inlined), holding a verdict, the
+    run's making, the numbers and every figure found in `folder`."""
     figures = [("curve.png", "test MSE per token, beside PCA at equal floats"),
                ("grid.png", "input, then the reconstruction after each token"),
                ("masks.png", "input, then each token's mask and masked part"),
                ("similarity.png", "cosine similarity of the tokens of one image, mean over images"),
-               ("probe.png", "linear probe accuracy from the first k tokens")]
+               ("probe.png", "linear probe accuracy from the first k tokens"),
+               ("training.png", "training loss and the checkpoints' test MSE")]
     body = [f"<h1>{html.escape(title)}</h1>",
+            f"<p class='verdict'>{html.escape(verdict(result))}</p>",
             f"<p>{result.test_images} test images, {result.image.height} x "
             f"{result.image.width} x {result.image.channels}; one token = "
             f"{result.floats[0]} floats.</p>",
+            html_blocks(run_blocks(info, eval_seconds, command)),
             "<h2>Reconstruction per token</h2>", html_blocks([curve_table(result)]),
             "<h2>Token separation</h2>", html_blocks(separation_blocks(result))]
     if result.masks is not None:

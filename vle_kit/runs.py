@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 import time
 from pathlib import Path
+
+import attrs
 
 from vle_kit.errors import VleKitError
 
@@ -54,7 +58,38 @@ class RunDir:
     similarity_png = property(lambda self: self.path / "similarity.png")
     probe_png = property(lambda self: self.path / "probe.png")
     report_html = property(lambda self: self.path / "report.html")
+    training_png = property(lambda self: self.path / "training.png")
     tensorboard = property(lambda self: self.path / "tensorboard")
+    info = property(lambda self: self.path / "run.json")
+
+
+def command_line() -> str:
+    """The command this process runs, as a person would type it again."""
+    program = Path(sys.argv[0]).name
+    program = "python -m vle_kit" if program == "__main__.py" else program
+    return shlex.join([program, *sys.argv[1:]])
+
+
+@attrs.frozen(kw_only=True)
+class RunInfo:
+    """run.json: how a run was made and how long its training took, over every session of it
+    (a resumed run adds its time to the earlier sessions')."""
+
+    command: str  # the command of the last session
+    host: dict  # host.host_info() of the last session
+    steps: int  # steps trained so far
+    train_seconds: float  # wall time of training, every session summed
+    sessions: int = 1
+
+    def write(self, run: RunDir) -> None:
+        run.info.write_text(json.dumps(attrs.asdict(self), indent=2))
+
+    @classmethod
+    def read(cls, run: RunDir) -> RunInfo | None:
+        try:
+            return cls(**json.loads(run.info.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
 
 
 def _step(line: str) -> int | None:

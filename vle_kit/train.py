@@ -23,12 +23,12 @@ from vle_kit.config import Recipe
 from vle_kit.data import to_signed
 from vle_kit.errors import Interrupted, VleKitError
 from vle_kit.evaluate import encode_all, write_evaluation
-from vle_kit.host import keep_freed_memory
+from vle_kit.host import host_info, keep_freed_memory
 from vle_kit.objective import objective
 from vle_kit.plugins import Registry
 from vle_kit.recipe import differences, dump_recipe, validate
 from vle_kit.results import Evaluation
-from vle_kit.runs import MetricsLog, RunDir
+from vle_kit.runs import MetricsLog, RunDir, RunInfo, command_line
 
 
 def learning_rate(step: int, cfg) -> float:
@@ -173,7 +173,7 @@ class Trainer:
 
     def evaluate(self) -> Evaluation | None:
         return write_evaluation(self.model, self.recipe, self.train_set, self.test_set,
-                                self.device, self.run, self.recipe.recipe.name)
+                                self.device, self.run, self.recipe.recipe.name, trained=self.run)
 
 
 @contextmanager
@@ -212,6 +212,7 @@ def train(recipe: Recipe, registry: Registry, run: RunDir, resume: bool = False,
                      enabled=main)
     bar = tqdm(total=cfg.steps, initial=trainer.step, desc=recipe.recipe.name,
                disable=None if main else True, mininterval=1.0)
+    earlier = RunInfo.read(run) if resume else None
     started = time.perf_counter()
     try:
         with stop_requests() as stop:
@@ -233,4 +234,9 @@ def train(recipe: Recipe, registry: Registry, run: RunDir, resume: bool = False,
     finally:
         bar.close()
         log.close()
+        if main:
+            RunInfo(command=command_line(), host=host_info(), steps=trainer.step,
+                    train_seconds=time.perf_counter() - started
+                    + (earlier.train_seconds if earlier else 0.0),
+                    sessions=earlier.sessions + 1 if earlier else 1).write(run)
     return trainer.evaluate()
