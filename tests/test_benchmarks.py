@@ -7,9 +7,10 @@ from conftest import ROOT
 
 from benchmarks.speed import growth, main
 
-pytestmark = pytest.mark.slow
 
 
+
+@pytest.mark.slow
 def test_speed_benchmark_writes_every_measure(tmp_path, capsys):
     """Under the AVX2 kernels, so the switch that sets them is tested too."""
     main(["--quick", "--isa", "avx2", "--recipes", str(ROOT / "recipes" / "vanilla.toml"),
@@ -33,3 +34,14 @@ def test_speed_benchmark_writes_every_measure(tmp_path, capsys):
 def test_growth_compares_time_with_work():
     assert growth({1: 1.0, 2: 2.0}, 1) == "1->2: 2.00x time for 2x work"
     assert growth({32: 1.0, 64: 3.0}, 2) == "32->64: 3.00x time for 4x work"
+
+
+def test_photo_patches_keep_each_photograph_on_one_side(tmp_path):
+    from benchmarks.photos import write_patches
+
+    counts = write_patches(tmp_path, size=32, stride=64)
+    names = {split: {p.name.rsplit("_", 1)[0] for p in (tmp_path / split).iterdir()}
+             for split in ("train", "test")}
+    assert names["train"] == set(counts["train"]) and names["test"] == set(counts["test"])
+    assert not names["train"] & names["test"]
+    assert all(n > 0 for per in counts.values() for n in per.values())
