@@ -23,7 +23,7 @@ def test_dataset_contract(vanilla, name, request):
     roots = {"image_folder": "image_tree", "cifar10": "cifar10_root", "mnist": "mnist_root"}
     extra = [f"data.root='{request.getfixturevalue(roots[name])}'"] if name in roots else []
     recipe, registry = load_recipe(vanilla, TINY + [f"data.use='{name}'", "data.train=6",
-                                                    "data.test=3"] + extra)
+                                                    "data.test=3", "train.batch=2"] + extra)
     dataset = registry.get("dataset", name).factory(recipe.data.config)
     for split, count in (("train", 6), ("test", 3)):
         images = dataset.load(split)
