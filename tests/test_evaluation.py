@@ -175,3 +175,77 @@ def test_an_old_eval_json_is_one_line(tmp_path, capsys):
 def test_eval_json_round_trips(tiny_run):
     text = (tiny_run / "eval.json").read_text()
     assert Evaluation.from_json(text).to_json() == text
+
+
+def test_adaptive_encoding_stops_each_image_at_its_threshold(tiny_run, tmp_path, capsys):
+    """Every image meets the threshold or used K tokens; decoding the file gives each image's
+    reconstruction at its own length; a looser threshold never gives more tokens."""
+    images = write_pngs(tmp_path / "in", 6)
+    model = load_run(tiny_run).model
+    from vle_kit.evaluate import encode_images
+    from vle_kit.images import image_files, read_images
+
+    pixels = read_images(image_files(images), 16)
+    full = encode_images(model, pixels, 3, torch.device("cpu"))
+    errors = (full.recons - torch.stack([(p.float() / 127.5 - 1) for p in pixels])).pow(2)
+    threshold = errors.flatten(1).mean(1).median().item() * 1.02
+    saved = tmp_path / "adaptive.safetensors"
+    assert main(["encode", str(tiny_run), str(images), "-o", str(saved), "--recons",
+                 "--max-error", str(threshold)]) == 0
+    tensors, meta = load_tokens(saved)
+    lengths = tensors["lengths"]
+    assert meta["max_error"] == threshold and tensors["tokens"].shape[1] == int(lengths.max())
+    x = torch.stack([(p.float() / 127.5 - 1) for p in pixels])
+    rows = torch.arange(6)
+    final = tensors["recons"][rows, lengths - 1]
+    met = (final - x).pow(2).flatten(1).mean(1) <= threshold
+    assert (met | (lengths == 3)).all(), "each image meets the threshold or used K tokens"
+    out = tmp_path / "decoded"
+    assert main(["decode", str(saved), "-o", str(out)]) == 0
+    for i, name in enumerate(sorted(p.stem for p in images.iterdir())):
+        png = torch.from_numpy(np.array(Image.open(out / f"{name}.png"))).permute(2, 0, 1)
+        expected = (final[i].clamp(-1, 1) + 1) / 2 * 255
+        assert (png.float() - expected).abs().max() <= 1.0
+    looser = [encode_images(model, pixels, 3, torch.device("cpu"), max_error=e).lengths
+              for e in (threshold / 2, threshold, threshold * 2, 1e9)]
+    assert all((a >= b).all() for a, b in zip(looser, looser[1:]))
+    assert (looser[-1] == 1).all()
+
+
+def test_an_image_gets_the_same_tokens_whatever_its_batch(tiny_run):
+    model = load_run(tiny_run).model
+    x = torch.rand(5, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        errors = (model(x, 3).recons - x[:, None]).pow(2).flatten(2).mean(2)
+    threshold = errors[:, 1].median().item()
+    together = model.encode(x, 3, max_error=threshold)
+    for i in range(5):
+        alone = model.encode(x[i:i + 1], 3, max_error=threshold)
+        assert alone.lengths.item() == together.lengths[i].item()
+        length = alone.lengths.item()
+        assert torch.allclose(alone.tokens[0, :length], together.tokens[i, :length], atol=1e-5)
+        assert torch.allclose(alone.recons[0], together.recons[i], atol=1e-5)
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf"])
+def test_a_bad_threshold_is_one_line(tiny_run, tmp_path, capsys, value):
+    images = write_pngs(tmp_path / "in", 1)
+    code = main(["encode", str(tiny_run), str(images), "-o", str(tmp_path / "t.safetensors"),
+                 "--max-error", value])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1
+    assert err.startswith("error: --max-error: must be a finite number from 0, got")
+    assert not (tmp_path / "t.safetensors").exists()
+
+
+def test_eval_reports_the_coverage_curve_and_the_savings(tiny_run, tmp_path, capsys):
+    assert main(["eval", str(tiny_run), "--max-error", "0.05", "-o", str(tmp_path)]) == 0
+    result = Evaluation.read(tmp_path / "eval.json")
+    adaptive = result.adaptive
+    assert [s.k for s in adaptive.savings] == [1, 2, 3]
+    assert any(p.max_error == 0.05 for p in adaptive.points)
+    for p in adaptive.points:
+        assert sum(p.tokens) == result.test_images and 1 <= p.mean_tokens <= 3
+    assert adaptive.complexity == "objects" and -1 <= adaptive.spearman <= 1
+    assert "adaptive mean tokens" in capsys.readouterr().out
+    assert (tmp_path / "adaptive.png").is_file() and (tmp_path / "lengths.png").is_file()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -43,6 +44,8 @@ def parser() -> argparse.ArgumentParser:
                           help="where eval.json and report.html go (the run directory, or "
                                "RUN_DIR/eval_NAME with --data)")
     evaluate.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    evaluate.add_argument("--max-error", type=float, nargs="+", default=[], metavar="E",
+                          help="add the adaptive-length figures at these MSE thresholds")
     _recipe_args(evaluate)
     comp = sub.add_parser("compare", help="one chart and table of several runs' curves")
     comp.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR")
@@ -50,7 +53,13 @@ def parser() -> argparse.ArgumentParser:
     enc = sub.add_parser("encode", help="save the tokens of images (safetensors)")
     enc.add_argument("run", type=Path, metavar="RUN_DIR")
     enc.add_argument("images", type=Path, nargs="+", help="image files or folders")
-    enc.add_argument("--tokens", type=int, metavar="K", help="tokens per image (tokens.max)")
+    enc.add_argument("--tokens", type=int, metavar="K",
+                     help="tokens per image, or at most this many with --max-error (tokens.max)")
+    enc.add_argument("--max-error", type=float, metavar="E",
+                     help="stop each image at the first token after which its MSE is <= E")
+    enc.add_argument("--min-mask", type=float, metavar="A",
+                     help="mask models: stop each image before a token whose mask covers less "
+                          "than this share of the image")
     enc.add_argument("-o", "--out", type=Path, required=True, metavar="FILE.safetensors")
     enc.add_argument("--recons", action="store_true",
                      help="save the reconstruction after each token too")
@@ -152,10 +161,14 @@ def cmd_plugins(args) -> int:
 def cmd_eval(args) -> int:
     from vle_kit.build import load_data, load_run
     from vle_kit.evaluate import write_evaluation
-    from vle_kit.report import curve_table, markdown, separation_blocks
+    from vle_kit.report import adaptive_blocks, curve_table, markdown, separation_blocks
     from vle_kit.runs import RunDir
 
-    trained = load_run(args.run, args.overrides, args.plugins, args.data, args.device)
+    for e in args.max_error:
+        threshold(e, "--max-error")
+    overrides = args.overrides + ([f"eval.max_error={list(args.max_error)}"]
+                                  if args.max_error else [])
+    trained = load_run(args.run, overrides, args.plugins, args.data, args.device)
     recipe, channels = trained.recipe, trained.model.image_shape[0]
     train_set, test_set = (s.with_channels(channels) for s in load_data(recipe, trained.registry))
     out = RunDir(args.out or (trained.run.path if args.data is None
@@ -164,7 +177,7 @@ def cmd_eval(args) -> int:
     result = write_evaluation(trained.model, recipe, train_set, test_set, trained.device, out,
                               title, trained=trained.run)
     print(markdown([f"{title}: {len(test_set)} test images", curve_table(result),
-                    *separation_blocks(result)]))
+                    *separation_blocks(result), *adaptive_blocks(result)]))
     print(f"wrote {out.eval_json} and {out.report_html}")
     return 0
 
@@ -186,14 +199,26 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def threshold(value: float | None, flag: str, top: float = math.inf) -> float | None:
+    """A stopping threshold from the command line: finite, in [0, top]; a one-line error."""
+    if value is not None and not (math.isfinite(value) and 0 <= value <= top):
+        raise VleKitError(f"{flag}: must be a finite number from 0"
+                          + (f" to {top:g}" if math.isfinite(top) else "") + f", got {value}")
+    return value
+
+
 def cmd_encode(args) -> int:
     from vle_kit.build import load_run
-    from vle_kit.evaluate import encode_all
+    from vle_kit.evaluate import decode_images, encode_images
     from vle_kit.images import image_files, read_images
     from vle_kit.tokenfile import save_tokens
 
+    max_error = threshold(args.max_error, "--max-error")
+    min_mask = threshold(args.min_mask, "--min-mask", 1.0)
     trained = load_run(args.run, device=args.device)
     model = trained.model
+    if min_mask is not None and not model.saliency.makes_masks:
+        raise VleKitError(f"--min-mask: the model of {args.run} makes no masks")
     k = trained.recipe.tokens.max if args.tokens is None else args.tokens
     if k < 1:
         raise VleKitError(f"--tokens: must be at least 1, got {k}")
@@ -201,14 +226,19 @@ def cmd_encode(args) -> int:
     if not files:
         raise VleKitError(f"no image files in {', '.join(map(str, args.images))}")
     channels, size = model.image_shape[:2]
-    encoded = encode_all(model, read_images(files, size, channels), k, trained.device,
-                         score="none", recons=args.recons)
-    saved = {"tokens": encoded.tokens, "recons": encoded.recons,
-             "masks": None if model.saliency.from_tokens
-             else encoded.masks}  # masks only where decoding needs them
+    encoded = encode_images(model, read_images(files, size, channels), k, trained.device,
+                            max_error, min_mask)
+    saved = {"tokens": encoded.tokens, "lengths": encoded.lengths,
+             "masks": None if model.saliency.from_tokens else encoded.masks}
+    if args.recons:  # after each token, zero past each image's length
+        saved["recons"] = decode_images(model, encoded.tokens, encoded.lengths, k,
+                                        encoded.masks, trained.device, every=True)
     save_tokens(args.out, {n: v for n, v in saved.items() if v is not None},
-                run=trained.run.path, k=k, images=[str(f) for f in files])
-    print(f"wrote {args.out}: {len(files)} images x {k} tokens of "
+                run=trained.run.path, k=k, images=[str(f) for f in files],
+                max_error=max_error, min_mask=min_mask)
+    lengths = encoded.lengths.float()
+    print(f"wrote {args.out}: {len(files)} images, {lengths.mean():.2f} tokens each on "
+          f"average ({int(lengths.min())} to {int(lengths.max())}, at most {k}) of "
           f"{tuple(encoded.tokens.shape[2:])}")
     return 0
 
@@ -217,25 +247,27 @@ def cmd_decode(args) -> int:
     from collections import Counter
 
     from vle_kit.build import load_run
+    from vle_kit.evaluate import decode_images
     from vle_kit.images import write_image
     from vle_kit.tokenfile import load_tokens
 
     tensors, meta = load_tokens(args.tokens_file)
     trained = load_run(args.run or meta["run"], device=args.device)
-    saved = tensors["tokens"].shape[1]
+    lengths, saved = tensors["lengths"], int(tensors["lengths"].max())
     j = saved if args.tokens is None else args.tokens
     if not 1 <= j <= saved:
-        raise VleKitError(f"--tokens: the file holds {saved} tokens per image, got {j}")
+        raise VleKitError(f"--tokens: the file holds {saved} tokens per image at most, got {j}")
     masks = tensors.get("masks")
-    out = trained.model.decode(tensors["tokens"][:, :j].to(trained.device), meta["k"],
-                               None if masks is None else masks[:, :j].to(trained.device))
+    recons = decode_images(trained.model, tensors["tokens"][:, :j], lengths.clamp(max=j),
+                           meta["k"], None if masks is None else masks[:, :j], trained.device)
     args.out.mkdir(parents=True, exist_ok=True)
     names = [Path(p).stem for p in meta["images"]]
     repeated = {n for n, count in Counter(names).items() if count > 1}
-    for i, recon in enumerate(out.recons[:, -1]):
+    for i, recon in enumerate(recons):
         stem = f"{i:05d}_{names[i]}" if names[i] in repeated else names[i]
         write_image(recon, args.out / f"{stem}.png")
-    print(f"wrote {len(names)} images decoded from {j} of {saved} tokens to {args.out}")
+    used = "its own length" if args.tokens is None else f"at most {j} tokens"
+    print(f"wrote {len(names)} images, each decoded from {used}, to {args.out}")
     return 0
 
 

@@ -121,6 +121,9 @@ class EvalConfig:
 
     tokens: int = attrs.field(default=0, validator=v.ge(0))  # K of the curves; 0 = tokens.max
     probe_images: int = attrs.field(default=1000, validator=v.ge(10))  # train images to fit probes
+    max_error: tuple[float, ...] = attrs.field(  # adaptive length at these MSE thresholds too
+        default=(), validator=v.deep_iterable(v.ge(0)))
+    min_mask: float = attrs.field(default=0.005, validator=[v.ge(0), v.le(1)])  # an empty mask
 
 
 @with_slots("")

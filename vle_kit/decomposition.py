@@ -38,10 +38,15 @@ def fg_ari(masks: Tensor, objects: Tensor) -> Tensor:
     return torch.where(total > 0, ari, torch.full_like(ari, float("nan")))
 
 
+def mask_area(masks: Tensor) -> Tensor:
+    """(N, K, 1, H, W) -> (N, K): the share of the image where each mask is above 0.5."""
+    return (masks > 0.5).flatten(2).float().mean(2)
+
+
 def nonempty(masks: Tensor, min_share: float = 0.005) -> Tensor:
     """(N, K, 1, H, W) -> (N, K) bool: masks holding at least `min_share` of the image above
     0.5."""
-    return (masks > 0.5).flatten(2).float().mean(2) >= min_share
+    return mask_area(masks) >= min_share
 
 
 def count_accuracy(masks: Tensor, objects: Tensor) -> float:
@@ -53,6 +58,6 @@ def count_accuracy(masks: Tensor, objects: Tensor) -> float:
 def collapse_share(masks: Tensor, full: float = 0.9, empty: float = 0.01) -> float:
     """Share of images where a mask covering over `full` of the image is followed by an empty
     one: the "one full mask, one empty mask" pattern of the notebook (Apr 4)."""
-    area = (masks > 0.5).flatten(2).float().mean(2)  # (N, K)
+    area = mask_area(masks)
     pattern = (area[:, :-1] > full) & (area[:, 1:] < empty)
     return pattern.any(1).float().mean().item()

@@ -11,11 +11,12 @@ import torch
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 from vle_kit import distributed, report, separation
+from vle_kit.adaptive import evaluate_adaptive
 from vle_kit.config import Recipe
-from vle_kit.data import ImageSet, to_signed
+from vle_kit.data import ImageSet, to_signed, to_unit
 from vle_kit.decomposition import collapse_share, count_accuracy, fg_ari
 from vle_kit.images import write_grid
-from vle_kit.model import VLE
+from vle_kit.model import VLE, Encoding
 from vle_kit.recipe import dump_recipe
 from vle_kit.results import Curve, Evaluation, ImageShape, MaskScores
 from vle_kit.runs import RunDir, RunInfo, command_line
@@ -91,6 +92,42 @@ def encode_all(model: VLE, images: torch.Tensor, k: int, device: torch.device,
     return Encoded(**{name: distributed.gather(value) for name, value in joined.items()})
 
 
+@torch.no_grad()
+def encode_images(model: VLE, images: torch.Tensor, k: int, device: torch.device,
+                  max_error: float | None = None, min_mask: float | None = None,
+                  batch: int = 250) -> Encoding:
+    """VLE.encode over uint8 images in batches: as many tokens as each image needs, at most k
+    (all k without a threshold); tokens and masks padded to the longest length."""
+    model.eval()
+    parts = [model.encode(to_signed(images[i:i + batch]).to(device), k, max_error, min_mask)
+             for i in range(0, len(images), batch)]
+    longest = max(p.tokens.shape[1] for p in parts)
+
+    def padded(t: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.pad(t, [0, 0] * (t.dim() - 2) + [0, longest - t.shape[1]])
+
+    masks = [p.masks for p in parts]
+    return Encoding(torch.cat([padded(p.tokens) for p in parts]).cpu(),
+                    torch.cat([p.lengths for p in parts]).cpu(),
+                    torch.cat([p.recons for p in parts]).cpu(),
+                    None if masks[0] is None else torch.cat([padded(m) for m in masks]).cpu())
+
+
+@torch.no_grad()
+def decode_images(model: VLE, tokens: torch.Tensor, lengths: torch.Tensor, k: int,
+                  masks: torch.Tensor | None, device: torch.device,
+                  every: bool = False) -> torch.Tensor:
+    """Each image decoded from its first `lengths` tokens of a k-token encoding: its last
+    reconstruction (N, C, H, W), or with `every` the reconstruction after each token
+    (N, L, C, H, W), zero past its length."""
+    out = model.decode(tokens.to(device), k, None if masks is None else masks.to(device))
+    recons = out.recons.cpu()
+    if every:
+        steps = torch.arange(recons.shape[1])[None, :, None, None, None]
+        return recons * (steps < lengths[:, None, None, None, None])
+    return recons[torch.arange(len(recons)), lengths - 1]
+
+
 def summary(mse: torch.Tensor, ssim: torch.Tensor) -> Curve:
     """Means over images per k from per-image MSE (N, K + 1) and SSIM (N, K); `improved` is
     the share of images whose error fell at token k."""
@@ -137,7 +174,8 @@ def separation_numbers(probe: Encoded | None, probe_set: ImageSet, test: Encoded
 
 def evaluate(model: VLE, train_set: ImageSet, test_set: ImageSet, *, k: int,
              floats_per_token: int, device: torch.device, probe_images: int = 1000,
-             recipe: str = "", data: str = "") -> Evaluation | None:
+             recipe: str = "", data: str = "", max_error: tuple[float, ...] = (),
+             min_mask: float = 0.005) -> Evaluation | None:
     """The VLE's prefix curve (first j of one k-token encoding, j = 1..k), the VLE asked for
     exactly j tokens, PCA; token separation; for models with masks, how they split the
     scenes. Under torchrun every rank encodes its share; rank 0 alone returns the result."""
@@ -162,12 +200,15 @@ def evaluate(model: VLE, train_set: ImageSet, test_set: ImageSet, *, k: int,
             masks = attrs.evolve(masks, fg_ari=fg_ari(test.masks, test_set.objects).nanmean()
                                  .item(), count_accuracy=count_accuracy(test.masks,
                                                                         test_set.objects))
+    adaptive = evaluate_adaptive(test.mse, test.ssim, asked_mse, test_set.images,
+                                 test_set.objects, test.masks, max_error, min_mask)
     return Evaluation(recipe=recipe, data=data, tokens=list(range(1, k + 1)), floats=floats,
                       test_images=len(test_set), image=ImageShape(channels=c, height=h, width=w),
                       vle=summary(test.mse, test.ssim), vle_asked_k=summary(asked_mse, asked_ssim),
                       pca=summary(pca["mse"], pca["ssim"]),
                       separation=separation_numbers(probe, probe_set, test, test_set,
-                                                    floats_per_token), masks=masks)
+                                                    floats_per_token), masks=masks,
+                      adaptive=adaptive)
 
 
 @torch.no_grad()
@@ -185,6 +226,21 @@ def write_grids(model: VLE, images: torch.Tensor, k: int, device: torch.device, 
                          for c in (m * 2 - 1, m * p - (1 - m))]], masks)
 
 
+@torch.no_grad()
+def write_lengths(model: VLE, images: torch.Tensor, k: int, result: Evaluation,
+                  device: torch.device, title: str, path: Path, per_length: int = 2) -> None:
+    """Encode `images` adaptively at the headline threshold (E_4, or E_K for K < 4) and draw
+    up to `per_length` of them for each length they got, sorted by length."""
+    saving = result.adaptive.savings[min(4, k) - 1]
+    x = to_signed(images).to(device)
+    encoded = model.eval().encode(x, k, max_error=saving.max_error)
+    shown = torch.cat([torch.nonzero(encoded.lengths == n)[:per_length, 0]
+                       for n in range(1, k + 1)])
+    report.write_lengths_plot(to_unit(x[shown]).cpu(), to_unit(encoded.recons[shown]).cpu(),
+                              encoded.lengths[shown].cpu(),
+                              f"{title}: lengths at MSE <= {saving.max_error:.4f}", path)
+
+
 def write_evaluation(model: VLE, recipe: Recipe, train_set: ImageSet, test_set: ImageSet,
                      device: torch.device, folder: RunDir, title: str,
                      trained: RunDir | None = None) -> Evaluation | None:
@@ -195,7 +251,8 @@ def write_evaluation(model: VLE, recipe: Recipe, train_set: ImageSet, test_set: 
     result = evaluate(model, train_set, test_set, k=recipe.eval_tokens,
                       floats_per_token=recipe.model.token.floats, device=device,
                       probe_images=recipe.eval.probe_images, recipe=recipe.recipe.name,
-                      data=recipe.data.use)
+                      data=recipe.data.use, max_error=recipe.eval.max_error,
+                      min_mask=recipe.eval.min_mask)
     if result is None:
         return None
     folder.path.mkdir(parents=True, exist_ok=True)
@@ -205,6 +262,9 @@ def write_evaluation(model: VLE, recipe: Recipe, train_set: ImageSet, test_set: 
     report.write_probe_plot(result, title, folder.probe_png)
     write_grids(model, test_set.images[:recipe.train.grid_images], recipe.eval_tokens, device,
                 folder.grid_png, folder.masks_png)
+    report.write_adaptive_plot(result, title, folder.adaptive_png)
+    write_lengths(model, test_set.images[:200], recipe.eval_tokens, result, device, title,
+                  folder.lengths_png)
     if trained is not None:
         report.write_training_plot(trained.metrics, title, folder.training_png)
     report.write_report(result, dump_recipe(recipe), title, folder.path,

@@ -32,6 +32,16 @@ class ModelSpec:
     mask_channels: int = 0  # channels the decoder emits beside the part, for the saliency head
 
 
+def take(tree: object, rows: Tensor) -> object:
+    """The `rows` (a batch index or mask) of every tensor in a nest of tuples, lists and
+    tensors (None stays None): how a model part's memory follows images leaving a batch."""
+    if isinstance(tree, Tensor):
+        return tree[rows]
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(take(t, rows) for t in tree)
+    return tree
+
+
 @attrs.define(eq=False)
 class State:
     """What the loop knows before step `step` (0-based) of `k` requested steps."""
@@ -45,6 +55,13 @@ class State:
     parts: list[Tensor] = attrs.field(factory=list)  # the parts so far, each (B, C, H, W)
     progress: float = 1.0  # share of training done, for annealed plug-ins; 1 outside training
     decoder_memory: object | None = None  # what the decoder carries from step to step
+
+    def take(self, rows: Tensor) -> State:
+        """The state of the images `rows` only."""
+        return attrs.evolve(self, x=self.x[rows], recon=self.recon[rows],
+                            mask_sum=self.mask_sum[rows], masks=take(self.masks, rows),
+                            parts=take(self.parts, rows),
+                            decoder_memory=take(self.decoder_memory, rows))
 
     @classmethod
     def start(cls, x: Tensor, k: int, progress: float = 1.0) -> State:

@@ -18,8 +18,18 @@ import torch
 from torch import Tensor, nn
 
 from vle_kit.config import ModelConfig
+from vle_kit.decomposition import mask_area
 from vle_kit.errors import VleKitError
-from vle_kit.interfaces import Combiner, Composer, Decoder, Memory, ModelSpec, SaliencyHead, State
+from vle_kit.interfaces import (
+    Combiner,
+    Composer,
+    Decoder,
+    Memory,
+    ModelSpec,
+    SaliencyHead,
+    State,
+    take,
+)
 from vle_kit.layers import Activation, ResBlock, conv3, stem
 
 
@@ -30,6 +40,21 @@ class Output:
     recons: Tensor  # (B, K, C, H, W) the reconstruction after each token
     masks: Tensor | None  # (B, K, 1, H, W), or None without a saliency head
     kl: Tensor | None = None  # (B, K) KL divergence of each Gaussian token, or None
+
+
+@dataclasses.dataclass(frozen=True)
+class Encoding:
+    """Images encoded with as many tokens as each needs (VLE.encode)."""
+
+    tokens: Tensor  # (B, L, channels, size, size), zero past each image's length; L the longest
+    lengths: Tensor  # (B,) int64, each image's number of tokens
+    recons: Tensor  # (B, C, H, W) each image's reconstruction after its own length
+    masks: Tensor | None  # (B, L, 1, H, W), zero past each image's length; None without masks
+
+
+def image_mse(a: Tensor, b: Tensor) -> Tensor:
+    """Mean squared error per image (B,)."""
+    return (a - b).pow(2).flatten(1).mean(1)
 
 
 def rms(x: Tensor) -> Tensor:
@@ -78,26 +103,72 @@ class VLE(nn.Module):
         """Encode x (B, C, H, W) in [-1, 1] into k tokens, reconstructing after each."""
         state, memory = State.start(x, k, progress), None
         tokens, parts, recons, kls = [], [], [], []
-        film_k = self.film_k.weight[min(k, self.tokens_max)]  # past training's K: its largest
-        for t in range(k):
-            inp = self.composer(x, state)
-            gain = rms(inp) if self.gain else None  # the residual shrinks; the encoder sees it
-            feat = self.stem(inp if gain is None else inp / gain)  # at unit scale
-            feat, memory = self.memory(feat, memory)
-            film = film_k + self.film_step.weight[min(t, self.tokens_max - 1)]
-            scale, shift = film.view(2, 1, -1, 1, 1)
-            feat = self.body(feat * (1 + scale) + shift)
-            z = self.to_token(feat)
-            if self.gaussian:
-                z, kl = gaussian_token(z, self.training)
-                kls.append(kl)
-            if gain is not None:  # the token's own RMS carries the gain to the decoder
-                z = z / rms(z) * gain
+        for _ in range(k):
+            z, feat, memory, kl = self.next_token(x, state, memory)
             part, recon = self.explain(state, z, feat)
-            tokens.append(z), parts.append(part), recons.append(recon)
+            tokens.append(z), parts.append(part), recons.append(recon), kls.append(kl)
         return Output(torch.stack(tokens, 1), torch.stack(parts, 1), torch.stack(recons, 1),
                       torch.stack(state.masks, 1) if state.masks else None,
-                      torch.stack(kls, 1) if kls else None)
+                      torch.stack(kls, 1) if self.gaussian else None)
+
+    def next_token(self, x: Tensor, state: State, memory: object | None
+                   ) -> tuple[Tensor, Tensor, object | None, Tensor | None]:
+        """The token of step state.step: (token, encoder features, memory, its KL or None)."""
+        inp = self.composer(x, state)
+        gain = rms(inp) if self.gain else None  # the residual shrinks; the encoder sees it
+        feat = self.stem(inp if gain is None else inp / gain)  # at unit scale
+        feat, memory = self.memory(feat, memory)
+        step = min(state.step, self.tokens_max - 1)  # past training's K: its largest
+        film = self.film_k.weight[min(state.k, self.tokens_max)] + self.film_step.weight[step]
+        scale, shift = film.view(2, 1, -1, 1, 1)
+        feat = self.body(feat * (1 + scale) + shift)
+        z, kl = self.to_token(feat), None
+        if self.gaussian:
+            z, kl = gaussian_token(z, self.training)
+        if gain is not None:  # the token's own RMS carries the gain to the decoder
+            z = z / rms(z) * gain
+        return z, feat, memory, kl
+
+    @torch.no_grad()
+    def encode(self, x: Tensor, k: int, max_error: float | None = None,
+               min_mask: float | None = None) -> Encoding:
+        """Encode each image of x with as many tokens as it needs, at most k: it stops at the
+        first token after which its MSE is at most `max_error`, or (`min_mask`, for models
+        with masks) before a token whose mask holds less than that share of the image. The
+        encoder is asked for k tokens, so an image's tokens are the first of its k-token
+        encoding whatever the other images do; images that stopped leave the batch."""
+        n, (_, h, w) = len(x), self.image_shape
+        state, memory, alive = State.start(x, k), None, torch.arange(n, device=x.device)
+        tokens, masks, recons = None, None, torch.zeros_like(x)
+        lengths = torch.zeros(n, dtype=torch.long, device=x.device)
+        for t in range(k):
+            z, feat, memory, _ = self.next_token(state.x, state, memory)
+            before = state.recon
+            self.explain(state, z, feat)
+            tokens = z.new_zeros(n, k, *z.shape[1:]) if tokens is None else tokens
+            tokens[alive, t] = z
+            if state.masks:
+                masks = x.new_zeros(n, k, 1, h, w) if masks is None else masks
+                masks[alive, t] = state.masks[-1]
+            empty = torch.zeros(len(alive), dtype=torch.bool, device=x.device)
+            if min_mask is not None and state.masks and t > 0:  # this token would add nothing
+                empty = mask_area(state.masks[-1][:, None])[:, 0] < min_mask
+            met = torch.full_like(empty, t == k - 1)
+            if max_error is not None:
+                met |= image_mse(state.recon, state.x) <= max_error
+            met &= ~empty
+            tokens[alive[empty], t] = 0
+            if masks is not None:
+                masks[alive[empty], t] = 0
+            lengths[alive[empty]], recons[alive[empty]] = t, before[empty]
+            lengths[alive[met]], recons[alive[met]] = t + 1, state.recon[met]
+            keep = ~(empty | met)
+            alive, memory, state = alive[keep], take(memory, keep), state.take(keep)
+            if not len(alive):
+                break
+        longest = int(lengths.max())
+        return Encoding(tokens[:, :longest], lengths, recons,
+                        None if masks is None else masks[:, :longest])
 
     def explain(self, state: State, z: Tensor, feat: Tensor | None,
                 mask: Tensor | None = None) -> tuple[Tensor, Tensor]:

@@ -9,7 +9,8 @@ import json
 from pathlib import Path
 
 import attrs
-from matplotlib.figure import Figure  # the object API: no GUI backend, nothing left open
+from matplotlib.figure import Figure
+from torch import Tensor  # the object API: no GUI backend, nothing left open
 
 from vle_kit.errors import VleKitError
 from vle_kit.host import describe
@@ -57,6 +58,72 @@ def write_similarity_plot(result: Evaluation, title: str, path: Path) -> None:
     ax.set_title(f"{title}: cosine similarity\nmean off-diagonal "
                  f"{similarity['mean_off_diagonal']:.3f}")
     fig.colorbar(shown, ax=ax)
+    _save(fig, path)
+
+
+def write_adaptive_plot(result: Evaluation, title: str, path: Path) -> bool:
+    """Mean MSE against mean tokens used: each image stopped at the threshold, beside every
+    image cut to the same length; False without adaptive figures."""
+    adaptive = result.adaptive
+    if adaptive is None:
+        return False
+    fig = Figure(figsize=(6, 4))
+    ax = _mse_axes(fig, f"{title}: adaptive length")
+    ax.set_xlabel("mean tokens per image")
+    points = sorted(adaptive.points, key=lambda p: p.mean_tokens)
+    ax.plot([p.mean_tokens for p in points], [p.mse for p in points], "o-",
+            label="each image stops at its threshold")
+    ax.plot(result.tokens, result.vle.mse, "s--", label="every image cut to k tokens")
+    ax.legend()
+    _save(fig, path)
+    return True
+
+
+def adaptive_blocks(result: Evaluation) -> list[Block]:
+    """The savings and the coverage curve of one result."""
+    adaptive = result.adaptive
+    if adaptive is None:
+        return []
+    k_max = result.tokens[-1]
+    blocks: list[Block] = [
+        "Each image stops at the first token after which its MSE is at most the threshold (or "
+        f"at K = {k_max}). Threshold E_k: the MSE that cutting every image to k tokens brings "
+        "95% of the images under.",
+        (["k", "E_k", "adaptive mean tokens", "saved"],
+         [[str(s.k), f"{s.max_error:.5f}", f"{s.mean_tokens:.2f}", f"{s.saved:.0%}"]
+          for s in adaptive.savings]),
+        (["threshold", "mean tokens", "share under", "MSE", "SSIM", "fixed MSE, same floats",
+          "asked-for-length MSE", "tokens used (1..K)"],
+         [[f"{p.max_error:.5f}", f"{p.mean_tokens:.2f}", f"{p.share_met:.1%}", f"{p.mse:.5f}",
+           f"{p.ssim:.3f}", f"{p.fixed_mse:.5f}", f"{p.asked_mse:.5f}",
+           " ".join(map(str, p.tokens))] for p in adaptive.points]),
+        f"Rank correlation (Spearman) of tokens used at E_{min(4, k_max)} with "
+        f"{adaptive.complexity}: {adaptive.spearman:.2f}."]
+    if adaptive.mask_rule is not None:
+        rule = adaptive.mask_rule
+        blocks.append(f"Empty-mask rule (stop before a mask under {rule['min_mask']:.1%} of the "
+                      f"image): mean {rule['mean_tokens']:.2f} tokens, MSE {rule['mse']:.5f}, "
+                      f"rank correlation with {adaptive.complexity} {rule['spearman']:.2f}.")
+    return blocks
+
+
+def write_lengths_plot(inputs: Tensor, recons: Tensor, lengths: Tensor, title: str,
+                       path: Path) -> None:
+    """Images sorted by the tokens they got: one row per image, the input beside its
+    reconstruction at its own length. inputs, recons (N, C, H, W) in [0, 1]."""
+    order = lengths.argsort(stable=True)
+    fig = Figure(figsize=(3.2, 1.5 * len(order)))
+    axes = fig.subplots(len(order), 2, squeeze=False)
+    for row, i in zip(axes, order.tolist()):
+        for ax, image in zip(row, (inputs[i], recons[i])):
+            shown = image.permute(1, 2, 0).clamp(0, 1).numpy()
+            ax.imshow(shown[..., 0] if shown.shape[2] == 1 else shown, cmap="gray",
+                      interpolation="nearest", vmin=0, vmax=1)
+            ax.set_xticks([]), ax.set_yticks([])
+        row[0].set_ylabel(f"{int(lengths[i])} tokens", rotation=0, ha="right", va="center")
+    axes[0][0].set_title("input")
+    axes[0][1].set_title("reconstruction")
+    fig.suptitle(title)
     _save(fig, path)
 
 
@@ -236,6 +303,9 @@ def write_report(result: Evaluation, recipe_text: str, title: str, folder: Path,
                ("masks.png", "input, then each token's mask and masked part"),
                ("similarity.png", "cosine similarity of the tokens of one image, mean over images"),
                ("probe.png", "linear probe accuracy from the first k tokens"),
+               ("adaptive.png", "adaptive length: MSE against mean tokens used"),
+               ("lengths.png", "test images sorted by the tokens they got at E_4: input, then "
+                               "the reconstruction at that length"),
                ("training.png", "training loss and the checkpoints' test MSE")]
     body = [f"<h1>{html.escape(title)}</h1>",
             f"<p class='verdict'>{html.escape(verdict(result))}</p>",
@@ -248,6 +318,8 @@ def write_report(result: Evaluation, recipe_text: str, title: str, folder: Path,
     if result.masks is not None:
         body += ["<h2>Masks</h2>", html_blocks([(["measure", "value"], [
             [k, f"{v:.3f}"] for k, v in attrs.asdict(result.masks).items() if v is not None])])]
+    if result.adaptive is not None:
+        body += ["<h2>Adaptive length</h2>", html_blocks(adaptive_blocks(result))]
     body += ["<h2>Figures</h2>"] + [_image(folder / name, caption) for name, caption in figures
                                     if (folder / name).is_file()]
     body += ["<h2>Recipe</h2>", f"<pre>{html.escape(recipe_text)}</pre>"]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import attrs
 
+from vle_kit.adaptive import Adaptive, Point, Saving
 from vle_kit.errors import VleKitError
 
 FORMAT = 2  # eval.json's layout; 1 = the untyped files written before vle_kit kept a format
@@ -56,6 +57,7 @@ class Evaluation:
     pca: Curve
     separation: dict
     masks: MaskScores | None = None
+    adaptive: Adaptive | None = None  # each image as many tokens as it needs (adaptive.py)
     format: int = FORMAT
 
     def to_json(self) -> str:
@@ -76,10 +78,15 @@ class Evaluation:
             raise VleKitError(f"{where}: written by another vle_kit (eval.json format {found}, "
                               f"this one reads {FORMAT}); run `vle-kit eval` on the run again")
         try:
+            adaptive = raw.get("adaptive")
+            if adaptive is not None:
+                adaptive = Adaptive(**{**adaptive,
+                                       "points": [Point(**p) for p in adaptive["points"]],
+                                       "savings": [Saving(**s) for s in adaptive["savings"]]})
             return cls(**{**raw, "image": ImageShape(**raw["image"]),
                           **{c: Curve(**raw[c]) for c in ("vle", "vle_asked_k", "pca")},
                           "masks": None if raw.get("masks") is None
-                          else MaskScores(**raw["masks"])})
+                          else MaskScores(**raw["masks"]), "adaptive": adaptive})
         except (KeyError, TypeError) as e:
             raise VleKitError(f"{where}: an incomplete eval.json ({e})") from None
 

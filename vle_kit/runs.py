@@ -59,6 +59,8 @@ class RunDir:
     probe_png = property(lambda self: self.path / "probe.png")
     report_html = property(lambda self: self.path / "report.html")
     training_png = property(lambda self: self.path / "training.png")
+    adaptive_png = property(lambda self: self.path / "adaptive.png")
+    lengths_png = property(lambda self: self.path / "lengths.png")
     tensorboard = property(lambda self: self.path / "tensorboard")
     info = property(lambda self: self.path / "run.json")
 

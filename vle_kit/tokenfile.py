@@ -1,5 +1,7 @@
-"""Saved tokens: a safetensors file holding the K tokens of each image (and optionally the
-reconstruction after each token, and the masks a decoder needs), plus what made them."""
+"""Saved tokens: a safetensors file holding each image's tokens, padded to the longest, with
+each image's number of tokens (`lengths`); optionally the reconstruction after each token and
+the masks a decoder needs; plus what made them (the run, the K it was asked for, the images and
+the stopping rule)."""
 
 from __future__ import annotations
 
@@ -13,15 +15,18 @@ from safetensors.torch import save
 from vle_kit.checkpoint import atomic
 from vle_kit.errors import VleKitError
 
-FORMAT = "vle_kit tokens 2"
+FORMAT = "vle_kit tokens 3"
 
 
 def save_tokens(path: Path, tensors: dict[str, torch.Tensor], *, run: Path, k: int,
-                images: list[str]) -> None:
-    """Write `tensors` ("tokens" (N, K, c, s, s) and optional "recons", "masks") atomically.
-    `k` is the K of the encoding; `images` names the N images."""
+                images: list[str], max_error: float | None = None,
+                min_mask: float | None = None) -> None:
+    """Write `tensors` ("tokens" (N, L, c, s, s), "lengths" (N,) and optional "recons",
+    "masks") atomically. `k` is the K the encoder was asked for; `images` names the N images;
+    `max_error` and `min_mask` the rules that stopped them, if any."""
     metadata = {"format": FORMAT, "run": str(Path(run).resolve()), "k": str(k),
-                "images": json.dumps(images)}
+                "images": json.dumps(images), "max_error": json.dumps(max_error),
+                "min_mask": json.dumps(min_mask)}
     with atomic(Path(path)) as f:
         f.write(save({k: v.contiguous().cpu() for k, v in tensors.items()}, metadata))
 
@@ -36,7 +41,9 @@ def load_tokens(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise VleKitError(f"{path}: no such token file") from None
     except (SafetensorError, OSError, ValueError) as e:
         raise VleKitError(f"{path}: not a readable safetensors file ({e})") from None
-    if metadata.get("format") != FORMAT or "tokens" not in tensors:
+    if metadata.get("format") != FORMAT or "tokens" not in tensors or "lengths" not in tensors:
         raise VleKitError(f"{path}: not a vle_kit token file ({FORMAT})")
     return tensors, {"run": Path(metadata["run"]), "k": int(metadata["k"]),
-                     "images": json.loads(metadata["images"])}
+                     "images": json.loads(metadata["images"]),
+                     "max_error": json.loads(metadata["max_error"]),
+                     "min_mask": json.loads(metadata["min_mask"])}
