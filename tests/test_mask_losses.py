@@ -29,7 +29,8 @@ from vle_kit.testing.strategies import (
 REGISTRY = load_registry()
 ZERO_AT = {"binarize": binary_stacks(), "coverage": partitions(),
            "smoothness": mask_stacks(kinds=("zeros", "ones", "collapse")),
-           "piecewise_constant": painted_partitions()}
+           "piecewise_constant": painted_partitions(),
+           "sparsity": mask_stacks(kinds=("zeros",))}
 
 
 @pytest.mark.parametrize("name", REGISTRY.names("mask_loss"))
@@ -116,3 +117,18 @@ def test_the_notebook_form_alone_prefers_the_collapse_on_small_objects():
     loss = ExpDifferenceLoss(ExpDifferenceConfig(normalize="image"))
     prefers_collapse = [loss(c, x) < loss(t, x) for t, c, x in scenes()]
     assert np.mean(prefers_collapse) > 0.2
+
+
+def test_sparsity_counts_non_empty_masks_and_pushes_slivers_away():
+    from vle_kit_plugins.loss_sparsity import SparsityLoss
+
+    loss = SparsityLoss(SparsityLoss.Config())
+    objects = torch.zeros(1, 4, 1, 20, 20)
+    objects[0, 0, :, :10], objects[0, 1, :, 10:] = 1, 1  # two halves, two empty masks
+    assert loss(objects, None).item() == pytest.approx(0.5, abs=1e-6)
+    sliver = objects.clone()
+    sliver[0, 2, :, 0, :] = 1  # a thin strip: 5% of the image
+    assert loss(sliver, None) > loss(objects, None)
+    masks = sliver.clone().requires_grad_(True)
+    loss(masks, None).backward()
+    assert masks.grad[0, 2].sum() > masks.grad[0, 0].sum() > 0, "small masks are pushed hardest"
