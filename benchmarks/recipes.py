@@ -73,8 +73,8 @@ def table(name: str, entries: list[dict]) -> str:
     minutes = spread([e["wall_seconds"] / 60 for e in entries], 1)
     lines = [f"{name}: {len(entries)} seed(s), {minutes} min each (training and evaluation), "
              f"{entries[0]['host']['cpu']}, {entries[0]['host']['aten_isa']} kernels",
-             (["k", "prefix MSE", "asked-k MSE", "PCA MSE", "prefix / PCA", "improved (worst seed)"],
-              rows)]
+             (["k", "prefix MSE", "asked-k MSE", "PCA MSE", "prefix / PCA",
+               "improved (worst seed)"], rows)]
     if first.masks is not None and first.masks.fg_ari is not None:
         lines.append(f"FG-ARI {spread([r.masks.fg_ari for r in results], 3)}, count accuracy "
                      f"{spread([r.masks.count_accuracy for r in results], 3)}, collapse "

@@ -75,3 +75,19 @@ def mnist_root(tmp_path) -> Path:
             np.array([0x801, n], dtype=">i4").tobytes()
             + rng.integers(0, 10, n, dtype=np.uint8).tobytes())
     return tmp_path / "mnist"
+
+
+def train_tiny(recipe: str, root: Path, overrides: list[str] = (), plugins=()) -> Path:
+    """Train recipes/<recipe>.toml at the TINY size (plus `overrides`, with the plug-in
+    objects `plugins` registered) into a new run under `root`; return the run's folder."""
+    from vle_kit.plugins import load_registry
+    from vle_kit.recipe import apply_overrides, read_toml, validate
+    from vle_kit.runs import RunDir
+    from vle_kit.train import train
+
+    registry = load_registry(list(plugins))
+    table = read_toml(ROOT / "recipes" / f"{recipe}.toml")
+    apply_overrides(table, TINY + list(overrides))
+    run = RunDir.create(root, "tiny")
+    train(validate(table, registry), registry, run)
+    return run.path

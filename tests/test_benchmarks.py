@@ -8,8 +8,6 @@ from conftest import ROOT
 from benchmarks.speed import growth, main
 
 
-
-
 @pytest.mark.slow
 def test_speed_benchmark_writes_every_measure(tmp_path, capsys):
     """Under the AVX2 kernels, so the switch that sets them is tested too."""

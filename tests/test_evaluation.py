@@ -5,30 +5,22 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
+from conftest import TINY, train_tiny
 from PIL import Image
 
+from vle_kit.build import build_model, load_run
 from vle_kit.cli import main
 from vle_kit.errors import VleKitError
 from vle_kit.recipe import load_recipe
 from vle_kit.report import compare
 from vle_kit.results import Curve, Evaluation, ImageShape
-from vle_kit.runs import RunDir
 from vle_kit.tokenfile import load_tokens
-from vle_kit.build import build_model, load_run
-from vle_kit.train import train
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """A vanilla run trained for a few steps, shared by the tests of this module."""
-    from conftest import ROOT
-
-    root = tmp_path_factory.mktemp("runs")
-    recipe, registry = load_recipe(ROOT / "recipes" / "vanilla.toml", TINY)
-    run = RunDir.create(root, "tiny")
-    train(recipe, registry, run)
-    return run.path
+    return train_tiny("vanilla", tmp_path_factory.mktemp("runs"))
 
 
 def test_training_writes_the_report_and_every_metric(tiny_run):

@@ -4,8 +4,8 @@ import pytest
 import torch
 from conftest import TINY
 
-from vle_kit.recipe import load_recipe
 from vle_kit.build import build_model
+from vle_kit.recipe import load_recipe
 from vle_kit.train import learning_rate
 
 

@@ -5,16 +5,16 @@ import sys
 
 import pytest
 import torch
-from conftest import TINY
+from conftest import train_tiny
 
-from vle_kit import hookimpl
+from vle_kit import checkpoint, hookimpl
 from vle_kit.cli import main
 from vle_kit.errors import PluginError, RecipeError
 from vle_kit.interfaces import Composer, Decoder
 from vle_kit.plugins import load_registry
-from vle_kit.recipe import apply_overrides, load_recipe, read_toml, validate
+from vle_kit.recipe import load_recipe
+from vle_kit.results import Evaluation
 from vle_kit.runs import RunDir
-from vle_kit.train import train
 
 
 class DoubledResidual(Composer):
@@ -31,14 +31,10 @@ class ThrowawayPlugin:
         register("doubled", DoubledResidual)
 
 
-def test_throwaway_composer_trains_through_a_recipe(vanilla, tmp_path):
-    registry = load_registry([ThrowawayPlugin()])
-    table = read_toml(vanilla)
-    apply_overrides(table, TINY + ["train.steps=2", "model.composer.use=doubled"])
-    recipe = validate(table, registry)
-    run = RunDir.create(tmp_path, recipe.recipe.name)
-    result = train(recipe, registry, run)
-    assert len(result.vle.mse) == recipe.tokens.max
+def test_throwaway_composer_trains_through_a_recipe(tmp_path):
+    run = RunDir(train_tiny("vanilla", tmp_path, ["train.steps=2", "model.composer.use=doubled"],
+                            [ThrowawayPlugin()]))
+    assert len(Evaluation.read(run.eval_json).vle.mse) == 3
     assert run.checkpoint.is_file()
 
 
@@ -55,22 +51,16 @@ class AveragingDecoder(Decoder):
         return self.up(z) + state.recon.mean(dim=(2, 3), keepdim=True), None
 
 
-def test_throwaway_decoder_trains_through_a_recipe(vanilla, tmp_path):
+def test_throwaway_decoder_trains_through_a_recipe(tmp_path):
     class DecoderPlugin:
         @staticmethod
         @hookimpl
         def register_decoders(register):
             register("averaging", AveragingDecoder)
 
-    registry = load_registry([DecoderPlugin()])
-    table = read_toml(vanilla)
-    apply_overrides(table, TINY + ["train.steps=2", "model.decoder.use=averaging"])
-    recipe = validate(table, registry)
-    run = RunDir.create(tmp_path, recipe.recipe.name)
-    result = train(recipe, registry, run)
-    assert len(result.vle.mse) == recipe.tokens.max
-    from vle_kit import checkpoint
-
+    run = RunDir(train_tiny("vanilla", tmp_path, ["train.steps=2", "model.decoder.use=averaging"],
+                            [DecoderPlugin()]))
+    assert len(Evaluation.read(run.eval_json).vle.mse) == 3
     state = checkpoint.load(run.checkpoint)
     assert state["step"] == 2 and "decoder.up.weight" in state["model"]
 
@@ -88,7 +78,7 @@ def test_duplicate_name_names_both_plugins():
 
 
 MODULE = '''
-from vle_kit import hookimpl
+from vle_kit import checkpoint, hookimpl
 from vle_kit.interfaces import Composer
 
 

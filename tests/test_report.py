@@ -7,13 +7,10 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import ROOT, TINY
+from conftest import train_tiny
 
-from vle_kit.recipe import load_recipe
 from vle_kit.report import verdict
 from vle_kit.results import Evaluation
-from vle_kit.runs import RunDir
-from vle_kit.train import train
 
 BROWSER = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome")
                 if shutil.which(b)), None)
@@ -36,11 +33,7 @@ document.getElementById('r').addEventListener('load', function () {{
 @pytest.fixture(scope="module")
 def mask_run(tmp_path_factory):
     """A tiny inherent-mask run: its report has every section and figure a run can have."""
-    root = tmp_path_factory.mktemp("runs")
-    recipe, registry = load_recipe(ROOT / "recipes" / "inherent.toml", TINY)
-    run = RunDir.create(root, "tiny")
-    train(recipe, registry, run)
-    return run.path
+    return train_tiny("inherent", tmp_path_factory.mktemp("runs"))
 
 
 def test_report_opens_with_a_verdict_and_says_how_the_run_was_made(mask_run):

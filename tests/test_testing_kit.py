@@ -5,8 +5,8 @@ from hypothesis import given
 
 from vle_kit.interfaces import Composer, MaskLoss, ModelSpec
 from vle_kit.testing import check_mask_loss, check_model_part
-from vle_kit.testing.suites import altered, constructed_cases
 from vle_kit.testing.strategies import binary_stacks, mask_stacks, states
+from vle_kit.testing.suites import altered, constructed_cases
 
 
 class OverlapLoss(MaskLoss):

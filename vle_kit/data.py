@@ -12,7 +12,6 @@ from typing import ClassVar
 
 import attrs
 import numpy as np
-import torch
 from torch import Tensor
 
 from vle_kit.errors import VleKitError

@@ -13,7 +13,6 @@ import torch
 from torch import Tensor, nn
 
 
-
 @attrs.frozen
 class NoOptions:
     """The Config of a plug-in that takes no options."""

@@ -9,8 +9,8 @@ import attrs
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from vle_kit.errors import VleKitError
 from vle_kit.data import DataConfig, Dataset, ImageSet
+from vle_kit.errors import VleKitError
 
 
 @attrs.frozen(kw_only=True)
