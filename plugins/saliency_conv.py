@@ -1,4 +1,7 @@
-"""`conv`: a small convolutional head that sees the input, the state and the new part."""
+"""`conv`: a small convolutional head that sees what the tokens so far have drawn (the
+reconstruction, the new part and the masks' running sum), not the image, so its masks follow
+from the tokens: they add no information the tokens do not hold, and saved tokens decode
+without them."""
 
 import torch
 
@@ -7,11 +10,13 @@ from vle_kit.masks import ConvMaskHead
 
 
 class ConvSaliencyHead(ConvMaskHead):
+    from_tokens = True
+
     def input_channels(self, image_channels):
-        return 3 * image_channels + 1  # x, recon, part, mask_sum
+        return 2 * image_channels + 1  # recon, part, mask_sum
 
     def inputs(self, state, part):
-        return torch.cat([state.x, state.recon, part, state.mask_sum], 1)
+        return torch.cat([state.recon, part, state.mask_sum], 1)
 
 
 @hookimpl

@@ -1,5 +1,8 @@
 """`deconstructor`: the head sees the input and the reconstruction the new part would give
-(notes, Apr 29: the saliency model as a deconstructor, paired with the `constructor` combiner)."""
+(notes, Apr 29: the saliency model as a deconstructor, paired with the `constructor` combiner).
+
+Its masks look at the image, so they carry information no token holds: saved tokens decode
+only with their masks, and the evaluation counts the masks' floats beside PCA."""
 
 import torch
 

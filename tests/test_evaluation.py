@@ -103,7 +103,7 @@ def test_a_corrupt_token_file_is_one_line(tmp_path, capsys):
 
 
 def test_a_head_that_sees_the_image_decodes_only_with_its_masks(vanilla):
-    recipe, registry = load_recipe(vanilla, TINY + ["model.saliency.use=conv",
+    recipe, registry = load_recipe(vanilla, TINY + ["model.saliency.use=deconstructor",
                                                     "model.combiner.use=masked_sum"])
     model = build_model(recipe, registry).eval()
     x = torch.rand(2, 3, 16, 16) * 2 - 1
@@ -241,3 +241,22 @@ def test_eval_reports_the_coverage_curve_and_the_savings(tiny_run, tmp_path, cap
     assert adaptive.complexity == "objects" and -1 <= adaptive.spearman <= 1
     assert "adaptive mean tokens" in capsys.readouterr().out
     assert (tmp_path / "adaptive.png").is_file() and (tmp_path / "lengths.png").is_file()
+
+
+@pytest.mark.parametrize("head,counted", [("conv", False), ("inherent", False),
+                                          ("deconstructor", True)])
+def test_masks_that_look_at_the_image_are_counted_beside_pca(vanilla, head, counted):
+    from vle_kit.build import load_data
+    from vle_kit.evaluate import evaluate
+
+    recipe, registry = load_recipe(vanilla, TINY + [f"model.saliency.use={head}",
+                                                    "model.combiner.use=masked_sum"])
+    model = build_model(recipe, registry)
+    train_set, test_set = load_data(recipe, registry)
+    result = evaluate(model, train_set, test_set, k=2, floats_per_token=64,
+                      device=torch.device("cpu"), probe_images=16)
+    assert model.saliency.from_tokens is not counted
+    assert result.mask_floats == (16 * 16 if counted else 0)
+    assert (result.pca_with_masks is not None) is counted
+    if counted:  # 64 + 256 floats a token: PCA keeps more, so it is closer
+        assert all(a <= b for a, b in zip(result.pca_with_masks.mse, result.pca.mse))

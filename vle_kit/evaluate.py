@@ -202,13 +202,20 @@ def evaluate(model: VLE, train_set: ImageSet, test_set: ImageSet, *, k: int,
                                                                         test_set.objects))
     adaptive = evaluate_adaptive(test.mse, test.ssim, asked_mse, test_set.images,
                                  test_set.objects, test.masks, max_error, min_mask)
+    mask_floats, pca_with_masks = 0, None
+    if test.masks is not None and not model.saliency.from_tokens:  # masks that saw the image
+        mask_floats = h * w
+        counted = [min(j * (floats_per_token + mask_floats), test_set.images[0].numel())
+                   for j in range(1, k + 1)]
+        counted_pca = scores(x, pca_reconstructions(train_set.images, test_set.images, counted))
+        pca_with_masks = summary(counted_pca["mse"], counted_pca["ssim"])
     return Evaluation(recipe=recipe, data=data, tokens=list(range(1, k + 1)), floats=floats,
                       test_images=len(test_set), image=ImageShape(channels=c, height=h, width=w),
                       vle=summary(test.mse, test.ssim), vle_asked_k=summary(asked_mse, asked_ssim),
                       pca=summary(pca["mse"], pca["ssim"]),
                       separation=separation_numbers(probe, probe_set, test, test_set,
                                                     floats_per_token), masks=masks,
-                      adaptive=adaptive)
+                      adaptive=adaptive, mask_floats=mask_floats, pca_with_masks=pca_with_masks)
 
 
 @torch.no_grad()

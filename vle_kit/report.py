@@ -245,6 +245,19 @@ def write_training_plot(metrics: Path, title: str, path: Path) -> bool:
     return True
 
 
+def mask_information(result: Evaluation) -> str:
+    """Whether the masks hold information the tokens do not, and the fair comparison if so."""
+    if not result.mask_floats:
+        return ("The masks follow from the tokens (the decoder makes them): they carry nothing "
+                "the tokens do not, and the comparison with PCA counts the tokens' floats only.")
+    pca = result.pca_with_masks
+    return (f"The masks look at the image, so they carry information no token holds: counted as "
+            f"{result.mask_floats} floats a token (one a pixel), PCA with the tokens' and the "
+            f"masks' floats reaches MSE {pca.mse[0]:.5f} after 1 token and {pca.mse[-1]:.5f} "
+            f"after {result.tokens[-1]} (the VLE: {result.vle.mse[0]:.5f}, "
+            f"{result.vle.mse[-1]:.5f}).")
+
+
 def verdict(result: Evaluation) -> str:
     """One line: where the VLE stands against PCA, whether every token helps, and for mask
     models how well the masks split the scenes."""
@@ -316,7 +329,7 @@ def write_report(result: Evaluation, recipe_text: str, title: str, folder: Path,
             "<h2>Reconstruction per token</h2>", html_blocks([curve_table(result)]),
             "<h2>Token separation</h2>", html_blocks(separation_blocks(result))]
     if result.masks is not None:
-        body += ["<h2>Masks</h2>", html_blocks([(["measure", "value"], [
+        body += ["<h2>Masks</h2>", html_blocks([mask_information(result), (["measure", "value"], [
             [k, f"{v:.3f}"] for k, v in attrs.asdict(result.masks).items() if v is not None])])]
     if result.adaptive is not None:
         body += ["<h2>Adaptive length</h2>", html_blocks(adaptive_blocks(result))]

@@ -58,6 +58,8 @@ class Evaluation:
     separation: dict
     masks: MaskScores | None = None
     adaptive: Adaptive | None = None  # each image as many tokens as it needs (adaptive.py)
+    mask_floats: int = 0  # floats a token's mask adds when the masks look at the image (H x W)
+    pca_with_masks: Curve | None = None  # PCA keeping the token's and the mask's floats
     format: int = FORMAT
 
     def to_json(self) -> str:
@@ -85,6 +87,8 @@ class Evaluation:
                                        "savings": [Saving(**s) for s in adaptive["savings"]]})
             return cls(**{**raw, "image": ImageShape(**raw["image"]),
                           **{c: Curve(**raw[c]) for c in ("vle", "vle_asked_k", "pca")},
+                          "pca_with_masks": None if raw.get("pca_with_masks") is None
+                          else Curve(**raw["pca_with_masks"]),
                           "masks": None if raw.get("masks") is None
                           else MaskScores(**raw["masks"]), "adaptive": adaptive})
         except (KeyError, TypeError) as e:
