@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from vle_kit.interfaces import SaliencyHead, State
-from vle_kit.layers import ResBlock, conv3
+from vle_kit.layers import Activation, ResBlock, conv3
 
 
 @attrs.frozen(kw_only=True)
@@ -49,16 +49,19 @@ class ConvHeadConfig(MaskConfig):
 
 
 class ConvMaskHead(SaliencyHead):
-    """A deliberately small head: one convolution and two residual blocks at full resolution
-    (notes, Apr 28: a large saliency model collapses). Subclasses choose what it sees."""
+    """A deliberately small head: one convolution and two residual blocks (notes, Apr 28: a
+    large saliency model collapses), at half resolution: 2 x 2 pixel blocks are folded into
+    channels going in and the four logits of a block unfolded coming out, so the mask is still
+    one logit a pixel. Subclasses choose what it sees."""
 
     Config = ConvHeadConfig
 
     def __init__(self, cfg, spec):
         super().__init__(cfg, spec)
         cin = self.input_channels(spec.image_channels)
-        self.net = nn.Sequential(conv3(cin, cfg.hidden), ResBlock(cfg.hidden),
-                                 ResBlock(cfg.hidden), nn.GELU(), nn.Conv2d(cfg.hidden, 1, 1))
+        self.net = nn.Sequential(nn.PixelUnshuffle(2), conv3(4 * cin, cfg.hidden),
+                                 ResBlock(cfg.hidden), ResBlock(cfg.hidden), Activation(),
+                                 nn.Conv2d(cfg.hidden, 4, 1), nn.PixelShuffle(2))
 
     def input_channels(self, image_channels: int) -> int:
         raise NotImplementedError
