@@ -15,7 +15,7 @@ import json
 import statistics
 from pathlib import Path
 
-from benchmarks.recipes import RESULTS, run_recipe
+from benchmarks.recipes import RESULTS, run_all
 from vle_kit.report import markdown
 from vle_kit.results import Evaluation
 
@@ -49,7 +49,8 @@ def row(name: str, entries: list[dict]) -> list[str]:
     improved = min(min(r.vle.improved) for r in results)
     return [name, *(f"{m:.4f}" for m in mse), f"{mse[-1] / pca[-1]:.2f}",
             "yes" if all(m < p for m, p in zip(mse, pca)) else "no", f"{improved:.0%}",
-            f"{statistics.fmean(e['wall_seconds'] for e in entries) / 60:.1f}"]
+            f"{statistics.fmean(e['wall_seconds'] for e in entries) / 60:.1f}"
+            if all(e["timed"] for e in entries) else "-"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -57,14 +58,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--only", nargs="+", metavar="NAME", help="run these variants only")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--isa", choices=("native", "avx2"), default="native")
+    p.add_argument("--parallel", action="store_true",
+                   help="two runs at a time, one thread each (quality only, no timing)")
     args = p.parse_args(argv)
     out = RESULTS / "ablation.json"
     saved = json.loads(out.read_text()) if out.exists() else {}
     for name, changes in VARIANTS.items():
         if args.only and name not in args.only:
             continue
-        saved[name] = [run_recipe(RECIPE, overrides(changes) + [f"train.seed={s}"], args.isa)
-                       for s in args.seeds]
+        saved[name] = run_all([(RECIPE, overrides(changes) + [f"train.seed={s}"])
+                               for s in args.seeds], args.isa, args.parallel)
         RESULTS.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(saved, indent=2))
     k = len(next(iter(saved.values()))[0]["eval"]["tokens"])

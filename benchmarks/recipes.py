@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from benchmarks.photos import write_patches
@@ -34,21 +35,33 @@ RESULTS = Path(__file__).parent / "results"
 PHOTOS = ["data.use='image_folder'", "data.train=3000", "data.test=1000"]
 
 
-def run_recipe(recipe: str, overrides: list[str], isa: str = "native") -> dict:
-    """One `vle-kit run` of `recipe`: its wall time, host and every number of its eval.json."""
-    runs = RESULTS / "runs"
-    before = set(runs.glob("*")) if runs.exists() else set()
-    env = {**os.environ, **(AVX2_KERNELS if isa == "avx2" else {})}
+def run_recipe(recipe: str, overrides: list[str], isa: str = "native",
+               parallel: bool = False) -> dict:
+    """One `vle-kit run` of `recipe`: its wall time, host and every number of its eval.json.
+    With `parallel` it runs on one thread, beside another run: its time is then not a timing."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    runs = Path(tempfile.mkdtemp(prefix="runs_", dir=RESULTS))
+    env = {**os.environ, **(AVX2_KERNELS if isa == "avx2" else {}),
+           **({"OMP_NUM_THREADS": "1"} if parallel else {})}
     started = time.perf_counter()
     cmd = [sys.executable, "-m", "vle_kit", "run", recipe, "--runs", str(runs)]
-    subprocess.run(cmd + [a for o in overrides for a in ("--set", o)], check=True, env=env)
+    subprocess.run(cmd + [a for o in overrides for a in ("--set", o)], check=True, env=env,
+                   stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - started
-    (path,) = set(runs.glob("*")) - before
+    (path,) = runs.iterdir()
     run = RunDir(path)
     info = RunInfo.read(run)
     return {"recipe": recipe, "overrides": overrides, "run": str(path),
             "wall_seconds": round(seconds, 1), "train_seconds": round(info.train_seconds, 1),
-            "host": info.host, "eval": json.loads(run.eval_json.read_text())}
+            "timed": not parallel, "host": info.host,
+            "eval": json.loads(run.eval_json.read_text())}
+
+
+def run_all(jobs: list[tuple[str, list[str]]], isa: str, parallel: bool) -> list[dict]:
+    """run_recipe for every (recipe, overrides) job, two at a time on one thread each with
+    `parallel` (twice the runs an hour on 2 cores; the times are then not timings)."""
+    with ThreadPoolExecutor(2 if parallel else 1) as pool:
+        return list(pool.map(lambda job: run_recipe(*job, isa, parallel), jobs))
 
 
 def spread(values: list[float], digits: int = 4) -> str:
@@ -70,9 +83,11 @@ def table(name: str, entries: list[dict]) -> str:
                      f"{first.pca.mse[i]:.4f}",
                      f"{statistics.fmean(vle) / first.pca.mse[i]:.2f}",
                      f"{min(r.vle.improved[i] for r in results):.1%}"])
-    minutes = spread([e["wall_seconds"] / 60 for e in entries], 1)
-    lines = [f"{name}: {len(entries)} seed(s), {minutes} min each (training and evaluation), "
-             f"{entries[0]['host']['cpu']}, {entries[0]['host']['aten_isa']} kernels",
+    timed = [e["wall_seconds"] / 60 for e in entries if e["timed"]]
+    minutes = (f"{spread(timed, 1)} min each (training and evaluation)" if timed else
+               "run two at a time on one thread each (no timing)")
+    lines = [f"{name}: {len(entries)} seed(s), {minutes}, {entries[0]['host']['cpu']}, "
+             f"{entries[0]['host']['aten_isa']} kernels",
              (["k", "prefix MSE", "asked-k MSE", "PCA MSE", "prefix / PCA",
                "improved (worst seed)"], rows)]
     if first.masks is not None and first.masks.fg_ari is not None:
@@ -98,6 +113,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", help="the entry's name in recipes.json (the recipe's)")
     parser.add_argument("--photos", action="store_true", help="real photographs, not shapes")
     parser.add_argument("--isa", choices=("native", "avx2"), default="native")
+    parser.add_argument("--parallel", action="store_true",
+                        help="two runs at a time, one thread each (quality only, no timing)")
     args = parser.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
     overrides = list(args.overrides)
@@ -109,8 +126,8 @@ def main(argv: list[str] | None = None) -> None:
     saved = json.loads(out.read_text()) if out.exists() else {}
     for recipe in args.recipes:
         name = args.name or Path(recipe).stem + ("_photos" if args.photos else "")
-        entries = [run_recipe(recipe, overrides + [f"train.seed={s}"], args.isa)
-                   for s in args.seeds]
+        entries = run_all([(recipe, overrides + [f"train.seed={s}"]) for s in args.seeds],
+                          args.isa, args.parallel)
         saved[name] = entries
         print(table(name, entries), end="\n\n")
         out.write_text(json.dumps(saved, indent=2))
