@@ -5,7 +5,10 @@ recurrent for the same reason). Two sources, each an option:
 - `recon`: the reconstruction so far, folded down to the token's resolution by a small
   convolutional encoder and added to the token's features;
 - `memory`: a convolutional GRU at the token's resolution that carries the decoder's own state
-  from step to step.
+  from step to step;
+
+and with `whole = true` it draws the whole reconstruction from what it knows (Toderici's
+"one-shot" decoding) and returns as the part what that changes, rather than adding a part.
 
 Both follow from the tokens alone, so any prefix still decodes exactly.
 """
@@ -13,6 +16,7 @@ Both follow from the tokens alone, so any prefix still decodes exactly.
 import math
 
 import attrs
+import torch
 from torch import nn
 
 from vle_kit import hookimpl
@@ -25,6 +29,7 @@ class ContextDecoder(Decoder):
     class Config:
         recon: bool = True  # see the reconstruction so far
         memory: bool = True  # carry a recurrent state across steps
+        whole: bool = False  # draw the whole image; the part is the change
 
     def __init__(self, cfg, spec):
         super().__init__(cfg, spec)
@@ -44,7 +49,11 @@ class ContextDecoder(Decoder):
             h = h + self.context(state.recon)
         if self.cfg.memory:
             h = memory = self.cell(h, memory)
-        return self.net(h), memory
+        out = self.net(h)
+        if self.cfg.whole:
+            c = state.recon.shape[1]
+            out = torch.cat([out[:, :c] - state.recon, out[:, c:]], 1)
+        return out, memory
 
 
 @hookimpl

@@ -105,7 +105,8 @@ def test_channels_last_trains_to_the_same_weights(vanilla, tmp_path):
 DECODERS = [["model.decoder.use=plain"],
             ["model.decoder.use=context"],
             ["model.decoder.use=context", "model.decoder.memory=false"],
-            ["model.decoder.use=context", "model.decoder.recon=false"]]
+            ["model.decoder.use=context", "model.decoder.recon=false"],
+            ["model.decoder.use=context", "model.decoder.whole=true"]]
 
 
 @pytest.mark.parametrize("decoder", DECODERS, ids=lambda d: " ".join(d))

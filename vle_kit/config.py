@@ -100,8 +100,9 @@ class TrainConfig:
     device: str = attrs.field(default="auto", validator=v.in_(("auto", "cpu", "cuda")))
     warmup: int = attrs.field(default=100, validator=v.ge(0))  # steps of linear lr warm-up
     step_loss: float = attrs.field(default=1.0, validator=v.ge(0))  # weight of per-step MSE terms
-    loss: str = attrs.field(default="mse", validator=v.in_(("mse", "log_mse")))  # log_mse: each
-    #   reconstruction term is log MSE, so halving a small error counts as halving a large one
+    loss: str = attrs.field(  # log_mse: each reconstruction term is the log of the batch's MSE,
+        default="mse",  # so halving a small error counts as halving a large one; log_mse_image:
+        validator=v.in_(("mse", "log_mse", "log_mse_image")))  # the mean of each image's log
     grad_clip: float = attrs.field(default=1.0, validator=v.ge(0))  # 0 turns clipping off
     log_every: int = attrs.field(default=25, validator=v.ge(1))
     checkpoint_every: int = attrs.field(default=250, validator=v.ge(1))

@@ -6,7 +6,8 @@
 the full input), `steps` the mean over all K steps of the MSE after that step; with
 `train.loss = "log_mse"` both take the log of each MSE instead, so every token's relative
 improvement counts alike and late tokens, whose errors are small, are not drowned out by early
-ones. `kl` is the KL term of a Gaussian token per image value; each mask loss ramps up linearly
+ones; "log_mse_image" takes the log of each image's MSE, so every image's relative improvement
+counts alike too. `kl` is the KL term of a Gaussian token per image value; each mask loss ramps up linearly
 over its `warmup` steps.
 """
 
@@ -23,9 +24,13 @@ def objective(out: Output, images: Tensor, recipe: Recipe, step: int,
               mask_losses: list[tuple[str, MaskLoss]] = ()) -> dict[str, Tensor]:
     """The loss of a training step at `step` on `images` (B, C, H, W) in [-1, 1], under the
     key "loss", beside every term it sums (scalars)."""
-    per_step = (out.recons.float() - images[:, None]).pow(2).mean(dim=(0, 2, 3, 4))  # (K,)
+    per_image = (out.recons.float() - images[:, None]).pow(2).mean(dim=(2, 3, 4))  # (B, K)
     if recipe.train.loss == "log_mse":
-        per_step = per_step.clamp_min(1e-8).log()
+        per_step = per_image.mean(0).clamp_min(1e-8).log()
+    elif recipe.train.loss == "log_mse_image":
+        per_step = per_image.clamp_min(1e-8).log().mean(0)
+    else:
+        per_step = per_image.mean(0)
     terms = {"final": per_step[-1], "steps": per_step.mean()}
     loss = terms["final"] + recipe.train.step_loss * terms["steps"]
     if out.kl is not None:  # per image value, the scale of the MSE
