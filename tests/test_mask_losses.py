@@ -30,7 +30,8 @@ REGISTRY = load_registry()
 ZERO_AT = {"binarize": binary_stacks(), "coverage": partitions(),
            "smoothness": mask_stacks(kinds=("zeros", "ones", "collapse")),
            "piecewise_constant": painted_partitions(),
-           "sparsity": mask_stacks(kinds=("zeros",))}
+           "sparsity": mask_stacks(kinds=("zeros",)),
+           "claimed_area": mask_stacks(k=(1, 1))}
 
 
 @pytest.mark.parametrize("name", REGISTRY.names("mask_loss"))
