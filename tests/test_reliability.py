@@ -138,7 +138,7 @@ CALLS = [0]
 
 class NaNOnThirdCall(Composer):
     def forward(self, x, state):
-        CALLS[0] += self.training
+        CALLS[0] += self.training and not x.is_meta  # the size check's pass on the meta device
         return x * float("nan") if self.training and CALLS[0] == 3 else x - state.recon
 
 
