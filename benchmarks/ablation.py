@@ -1,11 +1,14 @@
 """What each change to the vanilla VLE buys: the default recipe with each change alone and the
 changes together, every run at the default budget, prefix MSE per token beside PCA.
 
-    python -m benchmarks.ablation [--only NAME ...] [--seeds 0] [--isa avx2]
+    python -m benchmarks.ablation [--only NAME ...] [--seeds 0] [--isa avx2] [--parallel]
+    python -m benchmarks.ablation --record RUN_DIR ...
 
 Every variant is `vle-kit run recipes/vanilla.toml` with the overrides listed in VARIANTS
-(the first row undoes every change, so it is the recipe as it was). Prints the table;
-updates benchmarks/results/ablation.json.
+(the first row undoes every change, so it is the recipe as it was). `--record` enters runs made
+elsewhere with the same command (e.g. from a queue of experiments): each run's resolved
+recipe says which variant it is, its run.json its host and time. Prints the table; updates
+benchmarks/results/ablation.json.
 """
 
 from __future__ import annotations
@@ -13,33 +16,63 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
+import tomllib
 from pathlib import Path
 
 from benchmarks.recipes import RESULTS, run_all
 from vle_kit.report import markdown
 from vle_kit.results import Evaluation
+from vle_kit.runs import RunDir, RunInfo
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = str(ROOT / "recipes" / "vanilla.toml")
 
-# the changes, each as the overrides that turn it off or on against recipes/vanilla.toml
-OFF = {"loss": "train.loss='mse'", "gain": "model.token.gain=false",
-       "decoder": "model.decoder={use='plain'}", "k": "tokens.min=1"}
-ON = {"loss": "train.loss='log_mse'", "gain": "model.token.gain=true",
-      "decoder": "model.decoder={use='context'}", "k": "tokens.min=8"}
+# the changes, each as the overrides that turn it off or on against recipes/vanilla.toml;
+# K = 8 every step comes with a batch of 18, the same token-images a step as K ~ U[1, 8] at 32
+OFF = {"loss": ["train.loss='mse'"], "gain": ["model.token.gain=false"],
+       "decoder": ["model.decoder={use='plain'}"], "k": ["tokens.min=1", "train.batch=32"]}
+ON = {"loss": ["train.loss='log_mse'"], "gain": ["model.token.gain=true"],
+      "decoder": ["model.decoder={use='context'}"], "k": ["tokens.min=8", "train.batch=18"]}
 VARIANTS = {
     "none (the recipe before)": [],
     "log-MSE objective": ["loss"],
     "gain-shape tokens": ["gain"],
     "context decoder": ["decoder"],
     "log-MSE + gain": ["loss", "gain"],
+    "log-MSE + context decoder": ["loss", "decoder"],
     "log-MSE + gain + context decoder": ["loss", "gain", "decoder"],
     "log-MSE + gain, K = 8 every step": ["loss", "gain", "k"],
 }
 
 
 def overrides(changes: list[str]) -> list[str]:
-    return [ON[c] if c in changes else OFF[c] for c in OFF]
+    return [o for c in OFF for o in (ON[c] if c in changes else OFF[c])]
+
+
+def changes_of(recipe: dict) -> set[str]:
+    """Which of the changes a resolved recipe (a run's recipe.toml) has on."""
+    on = {"loss": recipe["train"]["loss"] == "log_mse",
+          "gain": recipe["model"]["token"]["gain"],
+          "decoder": recipe["model"]["decoder"]["use"] == "context",
+          "k": recipe["tokens"]["min"] == recipe["tokens"]["max"]}
+    return {c for c, v in on.items() if v}
+
+
+def recorded(path: Path) -> tuple[str, dict]:
+    """The variant and the entry of a run made outside this module (never counted a timing;
+    runs older than run.json have no host or time)."""
+    run = RunDir(path)
+    recipe = tomllib.loads(run.recipe.read_text())
+    name = next((n for n, c in VARIANTS.items() if set(c) == changes_of(recipe)), None)
+    info = RunInfo.read(run)
+    if name is None or not run.eval_json.exists():
+        sys.exit(f"error: {path}: not a finished run of one of the variants")
+    seconds = round(info.train_seconds, 1) if info else None
+    return name, {"recipe": RECIPE, "overrides": info.command if info else None,
+                  "run": str(path), "wall_seconds": seconds, "train_seconds": seconds,
+                  "timed": False, "host": info.host if info else None,
+                  "eval": json.loads(run.eval_json.read_text())}
 
 
 def row(name: str, entries: list[dict]) -> list[str]:
@@ -60,15 +93,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--isa", choices=("native", "avx2"), default="native")
     p.add_argument("--parallel", action="store_true",
                    help="two runs at a time, one thread each (quality only, no timing)")
+    p.add_argument("--record", nargs="+", type=Path, metavar="RUN_DIR", default=[],
+                   help="enter these finished runs instead of training")
     args = p.parse_args(argv)
     out = RESULTS / "ablation.json"
     saved = json.loads(out.read_text()) if out.exists() else {}
-    for name, changes in VARIANTS.items():
-        if args.only and name not in args.only:
-            continue
-        saved[name] = run_all([(RECIPE, overrides(changes) + [f"train.seed={s}"])
-                               for s in args.seeds], args.isa, args.parallel)
-        RESULTS.mkdir(parents=True, exist_ok=True)
+    for path in args.record:
+        name, entry = recorded(path)
+        saved[name] = [e for e in saved.get(name, []) if e["run"] != str(path)] + [entry]
+    if args.record:
+        out.write_text(json.dumps(saved, indent=2))
+    names = [] if args.record else [n for n in VARIANTS if not args.only or n in args.only]
+    jobs = [(RECIPE, overrides(VARIANTS[n]) + [f"train.seed={s}"]) for n in names for s in args.seeds]
+    done = iter(run_all(jobs, args.isa, args.parallel))  # every variant's runs share the pool
+    for name in names:
+        saved[name] = [next(done) for _ in args.seeds]
         out.write_text(json.dumps(saved, indent=2))
     k = len(next(iter(saved.values()))[0]["eval"]["tokens"])
     pca = next(iter(saved.values()))[0]["eval"]["pca"]["mse"]

@@ -2,13 +2,14 @@
 tabulate their per-token curves beside PCA, over one or more seeds.
 
     python -m benchmarks.recipes recipes/vanilla.toml [more recipes] [--seeds 0 1 2]
-        [--set KEY=VALUE ...] [--name NAME] [--photos] [--isa avx2]
+        [--set KEY=VALUE ...] [--name NAME] [--photos] [--isa avx2] [--parallel] [--add]
 
 Each run is a `vle-kit run` in a process of its own, timed from start to end (training and
 evaluation). `--seeds` changes train.seed (initial weights and batch order; the data stay the
 same); `--photos` trains and tests on real photographs (benchmarks/photos.py: patches of
-different photographs on each side); `--isa avx2` runs under the AVX2 kernels. Prints a table
-per entry (mean over seeds, and the spread where there are several) and updates
+different photographs on each side); `--isa avx2` runs under the AVX2 kernels; `--add` keeps
+the entry's runs of other seeds (a timed seed-0 run, then `--seeds 1 2 --parallel --add`). Prints
+a table per entry (mean over seeds, and the spread where there are several) and updates
 benchmarks/results/recipes.json (entries of other names are kept).
 """
 
@@ -105,6 +106,21 @@ def most_similar(result: Evaluation) -> float:
     return max(v for i, row in enumerate(matrix) for j, v in enumerate(row) if i != j)
 
 
+def kept_runs(entries: list[dict], recipe: str, overrides: list[str],
+               seeds: list[int]) -> list[dict]:
+    """The runs of an entry that --add keeps: those of other seeds; the entry must have been
+    made from the same recipe and settings, or its seeds would not be comparable."""
+    kept = []
+    for entry in entries:
+        *settings, seed = entry["overrides"]
+        if entry["recipe"] != recipe or settings != overrides:
+            sys.exit(f"error: --add: the entry was made with {entry['recipe']} "
+                     f"{' '.join(settings)}, not {recipe} {' '.join(overrides)}")
+        if int(seed.removeprefix("train.seed=")) not in seeds:
+            kept.append(entry)
+    return kept
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("recipes", nargs="+")
@@ -115,6 +131,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--isa", choices=("native", "avx2"), default="native")
     parser.add_argument("--parallel", action="store_true",
                         help="two runs at a time, one thread each (quality only, no timing)")
+    parser.add_argument("--add", action="store_true",
+                        help="keep the entry's runs of other seeds (same recipe and --set)")
     args = parser.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
     overrides = list(args.overrides)
@@ -123,15 +141,21 @@ def main(argv: list[str] | None = None) -> None:
         write_patches(root)
         overrides = PHOTOS + [f"data.root='{root}'"] + overrides
     out = RESULTS / "recipes.json"
-    saved = json.loads(out.read_text()) if out.exists() else {}
     for recipe in args.recipes:
         name = args.name or Path(recipe).stem + ("_photos" if args.photos else "")
-        entries = run_all([(recipe, overrides + [f"train.seed={s}"]) for s in args.seeds],
-                          args.isa, args.parallel)
-        saved[name] = entries
+        earlier = load(out).get(name, [])
+        kept = kept_runs(earlier, recipe, overrides, args.seeds) if args.add else []
+        entries = kept + run_all([(recipe, overrides + [f"train.seed={s}"]) for s in args.seeds],
+                                 args.isa, args.parallel)
         print(table(name, entries), end="\n\n")
-        out.write_text(json.dumps(saved, indent=2))
+        out.write_text(json.dumps({**load(out), name: entries}, indent=2))
     print(f"wrote {out}")
+
+
+def load(out: Path) -> dict:
+    """recipes.json as it is now (read again before each write: another benchmark may be
+    running beside this one)."""
+    return json.loads(out.read_text()) if out.exists() else {}
 
 
 if __name__ == "__main__":
