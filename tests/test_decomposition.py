@@ -60,3 +60,19 @@ def test_count_and_collapse():
     collapsed[:, 0] = 1
     assert count_accuracy(collapsed, ids) == 0.0
     assert collapse_share(collapsed) == 1.0
+
+
+def test_a_partition_then_empty_masks_scores_one_and_slivers_score_lower():
+    """Objects then silence is the ideal decomposition; splitting thin slivers off the objects
+    into later tokens lowers both scores."""
+    ids = torch.zeros(1, 8, 8, dtype=torch.long)
+    ids[0, :4, :4], ids[0, 4:, 4:] = 1, 2
+    truth = (ids[0] == torch.arange(3)[:, None, None]).float()  # background, object 1, object 2
+    ideal = torch.cat([truth, torch.zeros(3, 8, 8)])[None, :, None]  # then three empty masks
+    assert count_accuracy(ideal, ids) == 1.0 and fg_ari(ideal, ids).item() == 1.0
+    slivers = ideal.clone()
+    slivers[0, 1, 0, :, 3] = 0  # a column of each object goes to a later token
+    slivers[0, 3, 0, :4, 3] = 1
+    slivers[0, 2, 0, :, 7] = 0
+    slivers[0, 4, 0, 4:, 7] = 1
+    assert count_accuracy(slivers, ids) < 1.0 and fg_ari(slivers, ids).item() < 1.0

@@ -2,7 +2,9 @@
 
 import pytest
 import torch
-from conftest import TINY
+from conftest import ROOT, TINY
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vle_kit.build import build_model
 from vle_kit.recipe import load_recipe
@@ -109,13 +111,17 @@ DECODERS = [["model.decoder.use=plain"],
             ["model.decoder.use=context", "model.decoder.whole=true"]]
 
 
+MASK_MODELS = [("inherent", "masked_sum"), ("inherent", "masked_fill"), ("conv", "masked_sum"),
+               ("conv", "masked_fill"), ("deconstructor", "constructor")]
+
+
 @pytest.mark.parametrize("decoder", DECODERS, ids=lambda d: " ".join(d))
 @pytest.mark.parametrize("gain", [False, True])
-@pytest.mark.parametrize("saliency,combiner", [("none", "sum"), ("inherent", "masked_sum"),
-                                               ("inherent", "masked_fill")])
+@pytest.mark.parametrize("saliency,combiner", [("none", "sum"), *MASK_MODELS])
 def test_every_prefix_decodes_exactly(vanilla, decoder, gain, saliency, combiner):
     """Whatever the decoder sees follows from the tokens: decoding the first j tokens gives the
-    encoding's reconstruction after j tokens."""
+    encoding's reconstruction after j tokens (with the saved masks for a head that reads the
+    image)."""
     model, _ = tiny_model(vanilla, *decoder, f"model.token.gain={str(gain).lower()}",
                           f"model.saliency.use={saliency}", f"model.combiner.use={combiner}")
     model.eval()
@@ -123,8 +129,28 @@ def test_every_prefix_decodes_exactly(vanilla, decoder, gain, saliency, combiner
     with torch.no_grad():
         out = model(x, 3)
     for j in (1, 2, 3):
-        decoded = model.decode(out.tokens[:, :j], 3)
+        masks = None if model.saliency.from_tokens else out.masks[:, :j]
+        decoded = model.decode(out.tokens[:, :j], 3, masks)
         assert torch.allclose(decoded.recons, out.recons[:, :j], atol=1e-5)
+
+
+@pytest.mark.parametrize("saliency,combiner", MASK_MODELS)
+@settings(deadline=None, max_examples=10)
+@given(k=st.integers(1, 6), seed=st.integers(0, 2**16), scale=st.sampled_from([1.0, 1e-3, 1e3]))
+def test_mask_model_prefixes_are_finite_and_masks_sum_to_at_most_one(saliency, combiner, k, seed,
+                                                                     scale):
+    """Any K, any weights: every prefix reconstruction is finite and the running mask sum stays
+    in [0, 1] (scaled weights push the mask logits to saturation or to zero)."""
+    model, _ = tiny_model(ROOT / "recipes" / "vanilla.toml", f"model.saliency.use={saliency}",
+                          f"model.combiner.use={combiner}")
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in model.saliency.parameters():
+            p.mul_(scale)
+        out = model(torch.rand(2, 3, 16, 16) * 2 - 1, k)
+    assert torch.isfinite(out.recons).all()
+    running = out.masks.cumsum(1)
+    assert (out.masks >= 0).all() and (running <= 1 + 1e-5).all()
 
 
 def test_gain_tokens_carry_the_scale_of_what_the_encoder_saw(vanilla):
