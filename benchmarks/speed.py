@@ -176,8 +176,10 @@ def hand_written_step(trainer: Trainer):
 
 
 def overhead(path: Path, overrides: list[str], repeats: int) -> dict:
-    """vle_kit with K = 1 against hand_written_step, alternating to share machine noise."""
-    trainer = trainer_for(path, overrides + ["model.memory={use='none'}", "tokens.max=1"])
+    """vle_kit with K = 1 against hand_written_step, alternating to share machine noise; gain
+    and log-MSE off, so that both train the same network on the same loss."""
+    trainer = trainer_for(path, overrides + ["model.memory={use='none'}", "tokens.max=1",
+                                             "model.token.gain=false", "train.loss='mse'"])
     plain = hand_written_step(trainer)
     framework, hand = [], []
     for _ in range(3):
