@@ -3,12 +3,13 @@ changes together, every run at the default budget, prefix MSE per token beside P
 
     python -m benchmarks.ablation [--only NAME ...] [--seeds 0] [--isa avx2] [--parallel]
     python -m benchmarks.ablation --record RUN_DIR ...
+    python -m benchmarks.ablation --table
 
 Every variant is `vle-kit run recipes/vanilla.toml` with the overrides listed in VARIANTS
 (the first row undoes every change, so it is the recipe as it was). `--record` enters runs made
 elsewhere with the same command (e.g. from a queue of experiments): each run's resolved
 recipe says which variant it is, its run.json its host and time. Prints the table; updates
-benchmarks/results/ablation.json.
+benchmarks/results/ablation.json; `--table` only prints what it holds.
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="two runs at a time, one thread each (quality only, no timing)")
     p.add_argument("--record", nargs="+", type=Path, metavar="RUN_DIR", default=[],
                    help="enter these finished runs instead of training")
+    p.add_argument("--table", action="store_true", help="print the table, train nothing")
     args = p.parse_args(argv)
     out = RESULTS / "ablation.json"
     saved = json.loads(out.read_text()) if out.exists() else {}
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         saved[name] = [e for e in saved.get(name, []) if e["run"] != str(path)] + [entry]
     if args.record:
         out.write_text(json.dumps(saved, indent=2))
-    names = [] if args.record else [n for n in VARIANTS if not args.only or n in args.only]
+    names = [] if args.record or args.table else [n for n in VARIANTS if not args.only or n in args.only]
     jobs = [(RECIPE, overrides(VARIANTS[n]) + [f"train.seed={s}"]) for n in names for s in args.seeds]
     done = iter(run_all(jobs, args.isa, args.parallel))  # every variant's runs share the pool
     for name in names:
@@ -115,7 +117,8 @@ def main(argv: list[str] | None = None) -> None:
     rows.append(["PCA, same floats", *(f"{m:.4f}" for m in pca), "1.00", "", "", ""])
     print(markdown([(["change", *(f"k={i}" for i in range(1, k + 1)), f"/ PCA at k={k}",
                       "below PCA at every k", "improved, worst k", "minutes"], rows)]))
-    print(f"wrote {out}")
+    if not args.table:
+        print(f"wrote {out}")
 
 
 if __name__ == "__main__":
