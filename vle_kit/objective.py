@@ -15,9 +15,18 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from vle_kit import distributed
 from vle_kit.config import Recipe
 from vle_kit.interfaces import MaskLoss
 from vle_kit.model import Output
+
+
+def log_of_batch_mean(local: Tensor) -> Tensor:
+    """log of the mean over the whole batch, of which `local` is this rank's mean, with its
+    gradient: each rank's term is its mean over the whole batch's, so the ranks' averaged
+    gradients are the gradient of the log of the whole batch's mean, as in one process."""
+    whole = distributed.mean(local.detach()).clamp_min(1e-8)
+    return whole.log() + (local - local.detach()) / whole
 
 
 def objective(out: Output, images: Tensor, recipe: Recipe, step: int,
@@ -26,7 +35,7 @@ def objective(out: Output, images: Tensor, recipe: Recipe, step: int,
     key "loss", beside every term it sums (scalars)."""
     per_image = (out.recons.float() - images[:, None]).pow(2).mean(dim=(2, 3, 4))  # (B, K)
     if recipe.train.loss == "log_mse":
-        per_step = per_image.mean(0).clamp_min(1e-8).log()
+        per_step = log_of_batch_mean(per_image.mean(0))
     elif recipe.train.loss == "log_mse_image":
         per_step = per_image.clamp_min(1e-8).log().mean(0)
     else:
