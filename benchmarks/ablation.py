@@ -21,7 +21,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from benchmarks.recipes import RESULTS, run_all
+from benchmarks.recipes import RESULTS, entry, load, run_all
 from vle_kit.report import markdown
 from vle_kit.results import Evaluation
 from vle_kit.runs import RunDir, RunInfo
@@ -61,19 +61,15 @@ def changes_of(recipe: dict) -> set[str]:
 
 
 def recorded(path: Path) -> tuple[str, dict]:
-    """The variant and the entry of a run made outside this module (never counted a timing;
-    runs older than run.json have no host or time)."""
+    """The variant and the entry of a run made outside this module (never counted a timing)."""
     run = RunDir(path)
     recipe = tomllib.loads(run.recipe.read_text())
     name = next((n for n, c in VARIANTS.items() if set(c) == changes_of(recipe)), None)
-    info = RunInfo.read(run)
     if name is None or not run.eval_json.exists():
         sys.exit(f"error: {path}: not a finished run of one of the variants")
-    seconds = round(info.train_seconds, 1) if info else None
-    return name, {"recipe": RECIPE, "overrides": info.command if info else None,
-                  "run": str(path), "wall_seconds": seconds, "train_seconds": seconds,
-                  "timed": False, "host": info.host if info else None,
-                  "eval": json.loads(run.eval_json.read_text())}
+    info = RunInfo.read(run)
+    return name, entry(path, RECIPE, info.command if info else None,
+                       info.train_seconds if info else None, timed=False)
 
 
 def row(name: str, entries: list[dict]) -> list[str]:
@@ -99,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--table", action="store_true", help="print the table, train nothing")
     args = p.parse_args(argv)
     out = RESULTS / "ablation.json"
-    saved = json.loads(out.read_text()) if out.exists() else {}
+    saved = load(out)
     for path in args.record:
         name, entry = recorded(path)
         saved[name] = [e for e in saved.get(name, []) if e["run"] != str(path)] + [entry]

@@ -50,11 +50,19 @@ def run_recipe(recipe: str, overrides: list[str], isa: str = "native",
                    stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - started
     (path,) = runs.iterdir()
+    return entry(path, recipe, overrides, seconds, timed=not parallel)
+
+
+def entry(path: Path, recipe: str, overrides: list[str] | str | None,
+          wall_seconds: float | None, timed: bool) -> dict:
+    """What recipes.json (and ablation.json) keep of a finished run: how it was made, its time
+    and host (from run.json; None for runs older than it) and every number of its eval.json."""
     run = RunDir(path)
     info = RunInfo.read(run)
     return {"recipe": recipe, "overrides": overrides, "run": str(path),
-            "wall_seconds": round(seconds, 1), "train_seconds": round(info.train_seconds, 1),
-            "timed": not parallel, "host": info.host,
+            "wall_seconds": None if wall_seconds is None else round(wall_seconds, 1),
+            "train_seconds": round(info.train_seconds, 1) if info else None,
+            "timed": timed, "host": info.host if info else None,
             "eval": json.loads(run.eval_json.read_text())}
 
 

@@ -87,10 +87,8 @@ class Evaluation:
                                        "savings": [Saving(**s) for s in adaptive["savings"]]})
             return cls(**{**raw, "image": ImageShape(**raw["image"]),
                           **{c: Curve(**raw[c]) for c in ("vle", "vle_asked_k", "pca")},
-                          "pca_with_masks": None if raw.get("pca_with_masks") is None
-                          else Curve(**raw["pca_with_masks"]),
-                          "masks": None if raw.get("masks") is None
-                          else MaskScores(**raw["masks"]), "adaptive": adaptive})
+                          "pca_with_masks": _optional(Curve, raw.get("pca_with_masks")),
+                          "masks": _optional(MaskScores, raw.get("masks")), "adaptive": adaptive})
         except (KeyError, TypeError) as e:
             raise VleKitError(f"{where}: an incomplete eval.json ({e})") from None
 
@@ -100,3 +98,8 @@ class Evaluation:
             return cls.from_json(path.read_text(), str(path))
         except FileNotFoundError:
             raise VleKitError(f"{path}: no such file") from None
+
+
+def _optional(kind: type, fields: dict | None) -> object | None:
+    """kind(**fields), or None where eval.json holds none."""
+    return None if fields is None else kind(**fields)
