@@ -6,11 +6,14 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY, train_tiny
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from vle_kit.build import build_model, load_run
 from vle_kit.cli import main
 from vle_kit.errors import VleKitError
+from vle_kit.evaluate import ssim
 from vle_kit.recipe import load_recipe
 from vle_kit.report import compare
 from vle_kit.results import Curve, Evaluation, ImageShape
@@ -260,3 +263,18 @@ def test_masks_that_look_at_the_image_are_counted_beside_pca(vanilla, head, coun
     assert (result.pca_with_masks is not None) is counted
     if counted:  # 64 + 256 floats a token: PCA keeps more, so it is closer
         assert all(a <= b for a, b in zip(result.pca_with_masks.mse, result.pca.mse))
+
+
+@settings(deadline=None, max_examples=20)
+@given(height=st.integers(6, 40), width=st.integers(6, 40), k=st.integers(1, 3),
+       noise=st.floats(0.0, 2.0), seed=st.integers(0, 2**16))
+def test_ssim_is_torchmetrics_ssim(height, width, k, noise, seed):
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(3, 3, height, width, generator=g) * 2 - 1
+    recons = x[:, None] + noise * torch.randn(3, k, 3, height, width, generator=g)
+    expected = structural_similarity_index_measure(
+        recons.clamp(-1, 1).flatten(0, 1), x.repeat_interleave(k, 0), data_range=2.0,
+        reduction="none").view(3, k)
+    torch.testing.assert_close(ssim(x, recons), expected, atol=1e-5, rtol=0)
