@@ -1,8 +1,15 @@
 """`plain`: each token decoded alone into its part, knowing nothing of the earlier tokens: a
-convolution and a residual block at the token's resolution, then upsampling to the image."""
+convolution and a residual block at the token's resolution, then upsampling to the image.
+
+With `step_film = true` the features after the first convolution are scaled and shifted by a
+learned vector per step, as the encoder's body is: the step is known at decoding as at
+encoding, and one decoder can then read a first token as coarse layout and a late one as fine
+corrections (README, "What won": what it bought).
+"""
 
 import math
 
+import attrs
 from torch import nn
 
 from vle_kit import hookimpl
@@ -11,14 +18,26 @@ from vle_kit.layers import ResBlock, conv3, up_path
 
 
 class PlainDecoder(Decoder):
+    @attrs.frozen(kw_only=True)
+    class Config:
+        step_film: bool = False
+
     def __init__(self, cfg, spec):
         super().__init__(cfg, spec)
         up = int(math.log2(spec.image_size // spec.token_size))
         self.net = nn.Sequential(conv3(spec.token_channels, spec.width), ResBlock(spec.width),
                                  up_path(spec.width, up, spec.image_channels + spec.mask_channels))
+        if cfg.step_film:
+            self.film = nn.Embedding(spec.tokens_max, 2 * spec.width)
+            nn.init.zeros_(self.film.weight)
 
     def forward(self, z, state, memory):
-        return self.net(z), None
+        if not self.cfg.step_film:
+            return self.net(z), None
+        step = min(state.step, self.film.num_embeddings - 1)  # past training's K: its largest
+        scale, shift = self.film.weight[step].view(2, 1, -1, 1, 1)
+        h = self.net[0](z)
+        return self.net[1:](h * (1 + scale) + shift), None
 
 
 @hookimpl

@@ -12,7 +12,7 @@ import attrs
 import torch
 from torch import Tensor, nn
 
-Activation = nn.SiLU  # as good as GELU here and cheaper on CPUs (benchmarks/README.md)
+Activation = nn.SiLU  # as good as GELU here and cheaper on CPUs (README, "Speed")
 
 
 def conv3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
