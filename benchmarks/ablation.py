@@ -30,11 +30,15 @@ ROOT = Path(__file__).resolve().parent.parent
 RECIPE = str(ROOT / "recipes" / "vanilla.toml")
 
 # the changes, each as the overrides that turn it off or on against recipes/vanilla.toml;
-# K = 8 every step comes with a batch of 18, the same token-images a step as K ~ U[1, 8] at 32
+# K = 8 every step comes with a batch of 18, the same token-images a step as K ~ U[1, 8] at 32;
+# the decoder's step FiLM is applied after the decoder's table, so "decoder" off resets it
 OFF = {"loss": ["train.loss='mse'"], "gain": ["model.token.gain=false"],
-       "decoder": ["model.decoder={use='plain'}"], "k": ["tokens.min=1", "train.batch=32"]}
+       "decoder": ["model.decoder={use='plain'}"], "k": ["tokens.min=1", "train.batch=32"],
+       "film": [], "memory 1x1": ["model.memory.kernel=3"], "memory 16": ["model.memory.hidden=32"]}
 ON = {"loss": ["train.loss='log_mse'"], "gain": ["model.token.gain=true"],
-      "decoder": ["model.decoder={use='context'}"], "k": ["tokens.min=8", "train.batch=18"]}
+      "decoder": ["model.decoder={use='context'}"], "k": ["tokens.min=8", "train.batch=18"],
+      "film": ["model.decoder.step_film=true"], "memory 1x1": ["model.memory.kernel=1"],
+      "memory 16": ["model.memory.hidden=16"]}
 VARIANTS = {
     "none (the recipe before)": [],
     "log-MSE objective": ["loss"],
@@ -44,11 +48,18 @@ VARIANTS = {
     "log-MSE + context decoder": ["loss", "decoder"],
     "log-MSE + gain + context decoder": ["loss", "gain", "decoder"],
     "log-MSE + gain, K = 8 every step": ["loss", "gain", "k"],
+    "log-MSE + gain + step FiLM in the decoder": ["loss", "gain", "film"],
+    "log-MSE + gain + 1x1 memory": ["loss", "gain", "memory 1x1"],
+    "log-MSE + gain + step FiLM + 1x1 memory": ["loss", "gain", "film", "memory 1x1"],
+    "log-MSE + gain + step FiLM + memory of 16": ["loss", "gain", "film", "memory 16"],
 }
 
 
+BUDGET = ["train.steps=2400"]  # the table's, from before the recipe's cut to 2200 steps
+
+
 def overrides(changes: list[str]) -> list[str]:
-    return [o for c in OFF for o in (ON[c] if c in changes else OFF[c])]
+    return BUDGET + [o for c in OFF for o in (ON[c] if c in changes else OFF[c])]
 
 
 def changes_of(recipe: dict) -> set[str]:
@@ -56,7 +67,10 @@ def changes_of(recipe: dict) -> set[str]:
     on = {"loss": recipe["train"]["loss"] == "log_mse",
           "gain": recipe["model"]["token"]["gain"],
           "decoder": recipe["model"]["decoder"]["use"] == "context",
-          "k": recipe["tokens"]["min"] == recipe["tokens"]["max"]}
+          "k": recipe["tokens"]["min"] == recipe["tokens"]["max"],
+          "film": recipe["model"]["decoder"].get("step_film", False),
+          "memory 1x1": recipe["model"]["memory"].get("kernel", 3) == 1,
+          "memory 16": recipe["model"]["memory"].get("hidden", 32) == 16}
     return {c for c, v in on.items() if v}
 
 

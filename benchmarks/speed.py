@@ -39,6 +39,7 @@ from benchmarks.profile import table as profile_table
 from vle_kit.build import select_device
 from vle_kit.data import to_signed
 from vle_kit.host import AVX2_KERNELS, describe, host_info
+from vle_kit.interfaces import State
 from vle_kit.recipe import load_recipe
 from vle_kit.runs import RunDir
 from vle_kit.train import Trainer
@@ -154,8 +155,9 @@ def scaling(path: Path, overrides: list[str], repeats: int) -> dict:
 
 
 def hand_written_step(trainer: Trainer):
-    """The same network as a plain one-shot autoencoder: no composer, memory, FiLM, saliency,
-    combiner or plug-in in the way; the same data, loss, clipping and optimiser."""
+    """The same network as a plain one-shot autoencoder (its FiLM at K = 1 included): no
+    composer, memory, saliency, combiner or plug-in in the way; the same data, loss, clipping
+    and optimiser."""
     m, cfg, optimizer = trainer.model, trainer.recipe.train, trainer.optimizer
     generator = torch.Generator().manual_seed(0)
 
@@ -164,7 +166,9 @@ def hand_written_step(trainer: Trainer):
         x = to_signed(trainer.train_set.images[idx]).to(trainer.device).contiguous(
             memory_format=trainer.memory_format)
         m.train()
-        recon, _ = m.decoder(m.to_token(m.body(m.stem(x))), None, None)
+        scale, shift = (m.film_k.weight[1] + m.film_step.weight[0]).view(2, 1, -1, 1, 1)
+        token = m.to_token(m.body(m.stem(x) * (1 + scale) + shift))
+        recon, _ = m.decoder(token, State.start(x, 1), None)
         loss = (recon - x).pow(2).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
