@@ -104,12 +104,12 @@ def test_channels_last_trains_to_the_same_weights(vanilla, tmp_path):
     assert max((plain[k] - fast[k]).abs().max().item() for k in plain) < 1e-5
 
 
-DECODERS = [["model.decoder.use=plain"],
-            ["model.decoder.use=plain", "model.decoder.step_film=true"],
-            ["model.decoder.use=context"],
-            ["model.decoder.use=context", "model.decoder.memory=false"],
-            ["model.decoder.use=context", "model.decoder.recon=false"],
-            ["model.decoder.use=context", "model.decoder.whole=true"]]
+DECODERS = [["model.decoder={use='plain'}"],  # whole tables: vanilla.toml's has step_film
+            ["model.decoder={use='plain', step_film=true}"],
+            ["model.decoder={use='context'}"],
+            ["model.decoder={use='context', memory=false}"],
+            ["model.decoder={use='context', recon=false}"],
+            ["model.decoder={use='context', whole=true}"]]
 
 
 MASK_MODELS = [("inherent", "masked_sum"), ("inherent", "masked_fill"), ("conv", "masked_sum"),

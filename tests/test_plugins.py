@@ -58,7 +58,8 @@ def test_throwaway_decoder_trains_through_a_recipe(tmp_path):
         def register_decoders(register):
             register("averaging", AveragingDecoder)
 
-    run = RunDir(train_tiny("vanilla", tmp_path, ["train.steps=2", "model.decoder.use=averaging"],
+    run = RunDir(train_tiny("vanilla", tmp_path,
+                            ["train.steps=2", "model.decoder={use='averaging'}"],
                             [DecoderPlugin()]))
     assert len(Evaluation.read(run.eval_json).vle.mse) == 3
     state = checkpoint.load(run.checkpoint)
