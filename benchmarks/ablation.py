@@ -115,8 +115,10 @@ def main(argv: list[str] | None = None) -> None:
         saved[name] = [e for e in saved.get(name, []) if e["run"] != str(path)] + [entry]
     if args.record:
         out.write_text(json.dumps(saved, indent=2))
-    names = [] if args.record or args.table else [n for n in VARIANTS if not args.only or n in args.only]
-    jobs = [(RECIPE, overrides(VARIANTS[n]) + [f"train.seed={s}"]) for n in names for s in args.seeds]
+    wanted = [n for n in VARIANTS if not args.only or n in args.only]
+    names = [] if args.record or args.table else wanted
+    jobs = [(RECIPE, overrides(VARIANTS[n]) + [f"train.seed={s}"])
+            for n in names for s in args.seeds]
     done = iter(run_all(jobs, args.isa, args.parallel))  # every variant's runs share the pool
     for name in names:
         saved[name] = [next(done) for _ in args.seeds]
