@@ -14,7 +14,7 @@ from torch import nn
 
 from vle_kit import hookimpl
 from vle_kit.interfaces import Decoder
-from vle_kit.layers import ResBlock, conv3, up_path
+from vle_kit.layers import ResBlock, conv3, film, table_row, up_path
 
 
 class PlainDecoder(Decoder):
@@ -34,10 +34,7 @@ class PlainDecoder(Decoder):
     def forward(self, z, state, memory):
         if not self.cfg.step_film:
             return self.net(z), None
-        step = min(state.step, self.film.num_embeddings - 1)  # past training's K: its largest
-        scale, shift = self.film.weight[step].view(2, 1, -1, 1, 1)
-        h = self.net[0](z)
-        return self.net[1:](h * (1 + scale) + shift), None
+        return self.net[1:](film(self.net[0](z), table_row(self.film, state.step))), None
 
 
 @hookimpl

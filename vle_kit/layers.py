@@ -15,6 +15,19 @@ from torch import Tensor, nn
 Activation = nn.SiLU  # as good as GELU here and cheaper on CPUs (README, "Speed")
 
 
+def table_row(table: nn.Embedding, index: int) -> Tensor:
+    """Row `index` of a conditioning table; past its end, the last row (a step or a K beyond
+    what training saw reuses the largest)."""
+    return table.weight[min(index, table.num_embeddings - 1)]
+
+
+def film(h: Tensor, params: Tensor) -> Tensor:
+    """FiLM of features h (B, C, H, W) by params (2C,): h * (1 + scale) + shift, so a table
+    initialised at zero starts as the identity."""
+    scale, shift = params.view(2, 1, -1, 1, 1)
+    return h * (1 + scale) + shift
+
+
 def conv3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 3, stride=stride, padding=1)
 

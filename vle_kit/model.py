@@ -30,7 +30,7 @@ from vle_kit.interfaces import (
     State,
     take,
 )
-from vle_kit.layers import Activation, ResBlock, conv3, stem
+from vle_kit.layers import Activation, ResBlock, conv3, film, stem, table_row
 
 
 @dataclasses.dataclass(frozen=True)  # not attrs: DistributedDataParallel looks into dataclasses
@@ -118,10 +118,8 @@ class VLE(nn.Module):
         gain = rms(inp) if self.gain else None  # the residual shrinks; the encoder sees it
         feat = self.stem(inp if gain is None else inp / gain)  # at unit scale
         feat, memory = self.memory(feat, memory)
-        step = min(state.step, self.tokens_max - 1)  # past training's K: its largest
-        film = self.film_k.weight[min(state.k, self.tokens_max)] + self.film_step.weight[step]
-        scale, shift = film.view(2, 1, -1, 1, 1)
-        feat = self.body(feat * (1 + scale) + shift)
+        feat = self.body(film(feat, table_row(self.film_k, state.k)
+                              + table_row(self.film_step, state.step)))
         z, kl = self.to_token(feat), None
         if self.gaussian:
             z, kl = gaussian_token(z, self.training)
