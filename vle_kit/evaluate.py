@@ -153,22 +153,32 @@ def summary(mse: torch.Tensor, ssim: torch.Tensor) -> Curve:
                  improved=(mse[:, 1:] < mse[:, :-1]).float().mean(0).tolist())
 
 
-@torch.no_grad()
-def pca_reconstructions(train: torch.Tensor, test: torch.Tensor,
-                        floats: list[int]) -> torch.Tensor:
-    """(N, len(floats), C, H, W): test images rebuilt by PCA fitted on `train` keeping `floats`
-    components."""
-    x = to_signed(train).flatten(1)
-    mean = x.double().mean(0)
-    x = x - mean.float()
-    # float32 covariance and eigenvectors: the test MSE agrees with float64's to 1e-6 of
-    # itself at 64..512 floats of shapes, and the fit takes a third less time
-    _, vectors = torch.linalg.eigh(x.T @ x)
-    basis = vectors.flip(1)[:, :max(floats)].double()  # strongest components first
-    t = to_signed(test).flatten(1).double() - mean
-    coords = t @ basis
-    rebuilt = [coords[:, :f] @ basis[:, :f].T + mean for f in floats]
-    return torch.stack(rebuilt, 1).float().view(len(test), len(floats), *test.shape[1:])
+@attrs.frozen
+class PCA:
+    """Principal components of a set of images, strongest first, to rebuild others from."""
+
+    mean: torch.Tensor  # (D,) float64
+    basis: torch.Tensor  # (D, components) float64
+
+    @classmethod
+    @torch.no_grad()
+    def fit(cls, train: torch.Tensor, components: int) -> PCA:
+        """Fit on uint8 images `train`, keeping `components`."""
+        x = to_signed(train).flatten(1)
+        mean = x.double().mean(0)
+        x = x - mean.float()
+        # float32 covariance and eigenvectors: the test MSE agrees with float64's to 1e-6 of
+        # itself at 64..512 floats of shapes, and the fit takes a third less time
+        _, vectors = torch.linalg.eigh(x.T @ x)
+        return cls(mean, vectors.flip(1)[:, :components].double())
+
+    @torch.no_grad()
+    def rebuild(self, test: torch.Tensor, floats: list[int]) -> torch.Tensor:
+        """(N, len(floats), C, H, W): uint8 images `test` rebuilt from their first `floats`
+        components."""
+        coords = (to_signed(test).flatten(1).double() - self.mean) @ self.basis
+        rebuilt = [coords[:, :f] @ self.basis[:, :f].T + self.mean for f in floats]
+        return torch.stack(rebuilt, 1).float().view(len(test), len(floats), *test.shape[1:])
 
 
 def separation_numbers(probe: Encoded | None, probe_set: ImageSet, test: Encoded,
@@ -214,8 +224,8 @@ def evaluate(model: VLE, train_set: ImageSet, test_set: ImageSet, *, k: int,
     counted = [min(j * (floats_per_token + mask_floats), test_set.images[0].numel())
                for j in range(1, k + 1)]  # masks that saw the image count as floats too
     x = to_signed(test_set.images)
-    pca = scores(x, pca_reconstructions(train_set.images, test_set.images,
-                                        floats + counted * bool(mask_floats)))
+    fitted = PCA.fit(train_set.images, max(counted))
+    pca = scores(x, fitted.rebuild(test_set.images, floats))
     masks = None
     if test.masks is not None:
         masks = MaskScores(collapse_share=collapse_share(test.masks))
@@ -227,12 +237,12 @@ def evaluate(model: VLE, train_set: ImageSet, test_set: ImageSet, *, k: int,
                                  test_set.objects, test.masks, max_error, min_mask)
     pca_with_masks = None
     if mask_floats:
-        pca_with_masks = summary(torch.cat([pca["mse"][:, :1], pca["mse"][:, k + 1:]], 1),
-                                 pca["ssim"][:, k:])
+        with_masks = scores(x, fitted.rebuild(test_set.images, counted))
+        pca_with_masks = summary(with_masks["mse"], with_masks["ssim"])
     return Evaluation(recipe=recipe, data=data, tokens=list(range(1, k + 1)), floats=floats,
                       test_images=len(test_set), image=ImageShape(channels=c, height=h, width=w),
                       vle=summary(test.mse, test.ssim), vle_asked_k=summary(asked_mse, asked_ssim),
-                      pca=summary(pca["mse"][:, :k + 1], pca["ssim"][:, :k]),
+                      pca=summary(pca["mse"], pca["ssim"]),
                       separation=separation_numbers(probe, probe_set, test, test_set,
                                                     floats_per_token), masks=masks,
                       adaptive=adaptive, mask_floats=mask_floats, pca_with_masks=pca_with_masks)
