@@ -97,7 +97,6 @@ class VLE(nn.Module):
         self.to_token = nn.Sequential(Activation(), conv3(width, width, 2), Activation(),
                                       nn.Conv2d(width, token.channels * (1 + token.gaussian), 1))
         self.image_shape = (spec.image_channels, spec.image_size, spec.image_size)
-        self.tokens_max = spec.tokens_max
 
     def forward(self, x: Tensor, k: int, progress: float = 1.0) -> Output:
         """Encode x (B, C, H, W) in [-1, 1] into k tokens, reconstructing after each."""
