@@ -40,7 +40,7 @@ from vle_kit.build import select_device
 from vle_kit.data import to_signed
 from vle_kit.host import AVX2_KERNELS, describe, host_info
 from vle_kit.interfaces import State
-from vle_kit.layers import film, table_row
+from vle_kit.layers import film
 from vle_kit.recipe import load_recipe
 from vle_kit.runs import RunDir
 from vle_kit.train import Trainer
@@ -167,8 +167,7 @@ def hand_written_step(trainer: Trainer):
         x = to_signed(trainer.train_set.images[idx]).to(trainer.device).contiguous(
             memory_format=trainer.memory_format)
         m.train()
-        conditioning = table_row(m.film_k, 1) + table_row(m.film_step, 0)
-        token = m.to_token(m.body(film(m.stem(x), conditioning)))
+        token = m.to_token(m.body(film(m.stem(x), m.conditioning(1, 0))))
         recon, _ = m.decoder(token, State.start(x, 1), None)
         loss = (recon - x).pow(2).mean()
         optimizer.zero_grad(set_to_none=True)

@@ -117,14 +117,17 @@ class VLE(nn.Module):
         gain = rms(inp) if self.gain else None  # the residual shrinks; the encoder sees it
         feat = self.stem(inp if gain is None else inp / gain)  # at unit scale
         feat, memory = self.memory(feat, memory)
-        feat = self.body(film(feat, table_row(self.film_k, state.k)
-                              + table_row(self.film_step, state.step)))
+        feat = self.body(film(feat, self.conditioning(state.k, state.step)))
         z, kl = self.to_token(feat), None
         if self.gaussian:
             z, kl = gaussian_token(z, self.training)
         if gain is not None:  # the token's own RMS carries the gain to the decoder
             z = z / rms(z) * gain
         return z, feat, memory, kl
+
+    def conditioning(self, k: int, step: int) -> Tensor:
+        """The FiLM parameters of the encoder's body at step `step` of a k-token encoding."""
+        return table_row(self.film_k, k) + table_row(self.film_step, step)
 
     @torch.no_grad()
     def encode(self, x: Tensor, k: int, max_error: float | None = None,
