@@ -5,6 +5,11 @@ With `step_film = true` the features after the first convolution are scaled and 
 learned vector per step, as the encoder's body is: the step is known at decoding as at
 encoding, and one decoder can then read a first token as coarse layout and a late one as fine
 corrections (README, "What won": what it bought).
+
+With `linear = true` a learned linear map per step from the token's floats to every output
+value is added to what the convolutions draw; with the token layer's own linear map
+(`model.token.linear`) the model holds a linear autoencoder of the residual beside the
+convolutional one (README, "What won": each alone is worse, the two together win).
 """
 
 import math
@@ -14,13 +19,14 @@ from torch import nn
 
 from vle_kit import hookimpl
 from vle_kit.interfaces import Decoder
-from vle_kit.layers import ResBlock, conv3, film, table_row, up_path
+from vle_kit.layers import ResBlock, StepLinear, conv3, film, table_row, up_path
 
 
 class PlainDecoder(Decoder):
     @attrs.frozen(kw_only=True)
     class Config:
         step_film: bool = False
+        linear: bool = False
 
     def __init__(self, cfg, spec):
         super().__init__(cfg, spec)
@@ -30,11 +36,17 @@ class PlainDecoder(Decoder):
         if cfg.step_film:
             self.film = nn.Embedding(spec.tokens_max, 2 * spec.width)
             nn.init.zeros_(self.film.weight)
+        if cfg.linear:
+            self.linear = StepLinear(spec.tokens_max, spec.token_channels * spec.token_size ** 2,
+                                     (spec.image_channels + spec.mask_channels,
+                                      spec.image_size, spec.image_size))
 
     def forward(self, z, state, memory):
         if not self.cfg.step_film:
-            return self.net(z), None
-        return self.net[1:](film(self.net[0](z), table_row(self.film, state.step))), None
+            out = self.net(z)
+        else:
+            out = self.net[1:](film(self.net[0](z), table_row(self.film, state.step)))
+        return out + self.linear(z, state.step) if self.cfg.linear else out, None
 
 
 @hookimpl

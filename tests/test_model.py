@@ -106,6 +106,7 @@ def test_channels_last_trains_to_the_same_weights(vanilla, tmp_path):
 
 DECODERS = [["model.decoder={use='plain'}"],  # whole tables: vanilla.toml's has step_film
             ["model.decoder={use='plain', step_film=true}"],
+            ["model.decoder={use='plain', step_film=true, linear=true}"],
             ["model.decoder={use='context'}"],
             ["model.decoder={use='context', memory=false}"],
             ["model.decoder={use='context', recon=false}"],
@@ -117,13 +118,15 @@ MASK_MODELS = [("inherent", "masked_sum"), ("inherent", "masked_fill"), ("conv",
 
 
 @pytest.mark.parametrize("decoder", DECODERS, ids=lambda d: " ".join(d))
-@pytest.mark.parametrize("gain", [False, True])
+@pytest.mark.parametrize("token", [("false", "false"), ("true", "false"), ("true", "true")],
+                         ids=lambda t: f"gain={t[0]} linear={t[1]}")
 @pytest.mark.parametrize("saliency,combiner", [("none", "sum"), *MASK_MODELS])
-def test_every_prefix_decodes_exactly(vanilla, decoder, gain, saliency, combiner):
+def test_every_prefix_decodes_exactly(vanilla, decoder, token, saliency, combiner):
     """Whatever the decoder sees follows from the tokens: decoding the first j tokens gives the
     encoding's reconstruction after j tokens (with the saved masks for a head that reads the
     image)."""
-    model, _ = tiny_model(vanilla, *decoder, f"model.token.gain={str(gain).lower()}",
+    model, _ = tiny_model(vanilla, *decoder, f"model.token.gain={token[0]}",
+                          f"model.token.linear={token[1]}",
                           f"model.saliency.use={saliency}", f"model.combiner.use={combiner}")
     model.eval()
     x = torch.rand(3, 3, 16, 16) * 2 - 1
@@ -165,6 +168,32 @@ def test_gain_tokens_carry_the_scale_of_what_the_encoder_saw(vanilla):
     assert torch.allclose(rms(out.tokens[:, 0]).flatten(), rms(x).flatten(), rtol=1e-4)
     residual = x - out.recons[:, 0]
     assert torch.allclose(rms(out.tokens[:, 1]).flatten(), rms(residual).flatten(), rtol=1e-4)
+
+
+@pytest.mark.parametrize("gaussian", [False, True])
+def test_linear_maps_are_one_per_step(vanilla, gaussian):
+    """Step t's token adds step t's linear map of what the encoder sees, and its part step t's
+    linear map of the token; a K-token pass trains the maps of its K steps and leaves the
+    others without a gradient."""
+    model, _ = tiny_model(vanilla, "model.token.linear=true", "model.decoder.linear=true",
+                          f"model.token.gaussian={str(gaussian).lower()}")
+    model.eval()
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        before = model(x, 3)
+        model.linear.maps[1].normal_()
+        model.decoder.linear.maps[2].normal_()
+        after = model(x, 3)
+    assert torch.equal(before.tokens[:, 0], after.tokens[:, 0])
+    assert not torch.allclose(before.tokens[:, 1], after.tokens[:, 1])
+    decoded = model.decode(before.tokens, 3).parts
+    assert torch.equal(decoded[:, :2], before.parts[:, :2])
+    assert not torch.allclose(decoded[:, 2], before.parts[:, 2])
+    model.train()
+    model(x, 2).recons[:, -1].square().mean().backward()
+    for maps in model.linear.maps, model.decoder.linear.maps:
+        assert all(m.grad is not None and m.grad.abs().sum() > 0 for m in maps[:2])
+        assert all(m.grad is None for m in maps[2:])
 
 
 def test_log_mse_loss_weighs_each_step_by_its_relative_error(vanilla):

@@ -66,6 +66,8 @@ class TokenConfig:
     kl_weight: float = attrs.field(default=0.05, validator=v.ge(0))  # KL per image value
     gain: bool = False  # gain-shape: the encoder sees its input at unit RMS, the token's RMS
     #                     carries the input's, and the decoder's part is scaled back by it
+    linear: bool = False  # the token layer adds a learned linear map per step of the whole
+    #                       input the encoder sees, every pixel to every float of the token
 
     @property
     def floats(self) -> int:

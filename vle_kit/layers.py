@@ -8,6 +8,8 @@ end with a convolution at half resolution whose channels unfold into 2 x 2 block
 
 from __future__ import annotations
 
+import math
+
 import attrs
 import torch
 from torch import Tensor, nn
@@ -26,6 +28,23 @@ def film(h: Tensor, params: Tensor) -> Tensor:
     initialised at zero starts as the identity."""
     scale, shift = params.view(2, 1, -1, 1, 1)
     return h * (1 + scale) + shift
+
+
+class StepLinear(nn.Module):
+    """A learned linear map per step from the whole input (B, ...) flattened to (B, *shape):
+    every value of the input reaches every output, which a path of convolutions down to a
+    4 x 4 token carries only through its features. Zero at the start, so the map begins
+    silent; past the last step the last map is reused."""
+
+    def __init__(self, steps: int, inputs: int, shape: tuple[int, ...]):
+        super().__init__()
+        self.shape = shape
+        # one parameter a step: each step's gradient then touches only its own matrix
+        self.maps = nn.ParameterList(nn.Parameter(torch.zeros(inputs, math.prod(shape)))
+                                     for _ in range(steps))
+
+    def forward(self, x: Tensor, step: int) -> Tensor:
+        return (x.flatten(1) @ self.maps[min(step, len(self.maps) - 1)]).view(len(x), *self.shape)
 
 
 def conv3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:

@@ -1,6 +1,7 @@
 """The VLE: one encoder-decoder called K times on what it has not explained yet.
 
     x ─► composer(x, state) ─► stem ─► memory ─► body(K, t) ─► to_token ─► z_t   (one token)
+                             └──────────── linear map of step t (optional) ───┘
     z_t ─► decoder(state) ─► part_t (+ mask channels) ─► saliency ─► mask_t
     (part_t, mask_t) ─► combiner ─► recon_t ─► state for step t + 1
 
@@ -30,7 +31,7 @@ from vle_kit.interfaces import (
     State,
     take,
 )
-from vle_kit.layers import Activation, ResBlock, conv3, film, stem, table_row
+from vle_kit.layers import Activation, ResBlock, StepLinear, conv3, film, stem, table_row
 
 
 @dataclasses.dataclass(frozen=True)  # not attrs: DistributedDataParallel looks into dataclasses
@@ -94,8 +95,14 @@ class VLE(nn.Module):
         nn.init.zeros_(self.film_step.weight)
         self.body = nn.Sequential(*[ResBlock(width) for _ in range(cfg.blocks)])
         self.gaussian, self.gain = token.gaussian, token.gain
+        token_channels = token.channels * (1 + token.gaussian)
         self.to_token = nn.Sequential(Activation(), conv3(width, width, 2), Activation(),
-                                      nn.Conv2d(width, token.channels * (1 + token.gaussian), 1))
+                                      nn.Conv2d(width, token_channels, 1))
+        self.linear = None  # the token's linear map of the whole input (README, "What won")
+        if token.linear:
+            channels = spec.image_channels + self.composer.extra_channels
+            self.linear = StepLinear(spec.tokens_max, channels * spec.image_size ** 2,
+                                     (token_channels, token.size, token.size))
         self.image_shape = (spec.image_channels, spec.image_size, spec.image_size)
 
     def forward(self, x: Tensor, k: int, progress: float = 1.0) -> Output:
@@ -115,10 +122,12 @@ class VLE(nn.Module):
         """The token of step state.step: (token, encoder features, memory, its KL or None)."""
         inp = self.composer(x, state)
         gain = rms(inp) if self.gain else None  # the residual shrinks; the encoder sees it
-        feat = self.stem(inp if gain is None else inp / gain)  # at unit scale
-        feat, memory = self.memory(feat, memory)
+        inp = inp if gain is None else inp / gain  # at unit scale
+        feat, memory = self.memory(self.stem(inp), memory)
         feat = self.body(film(feat, self.conditioning(state.k, state.step)))
         z, kl = self.to_token(feat), None
+        if self.linear is not None:
+            z = z + self.linear(inp, state.step)
         if self.gaussian:
             z, kl = gaussian_token(z, self.training)
         if gain is not None:  # the token's own RMS carries the gain to the decoder
