@@ -28,7 +28,8 @@ from vle_kit.train import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results"
-MODULES = ("composer", "stem", "memory", "body", "to_token", "decoder", "saliency", "combiner")
+MODULES = ("composer", "stem", "memory", "body", "to_token", "linear", "decoder", "saliency",
+           "combiner")  # "linear": the token layer's linear maps, where the recipe has them
 
 
 class ModuleClock:
@@ -41,6 +42,8 @@ class ModuleClock:
         self.handles = []
         for name in MODULES:
             module = getattr(model, name)
+            if module is None:
+                continue
             self.handles += [
                 module.register_forward_pre_hook(self.start(f"{name} forward")),
                 module.register_forward_hook(self.stop(f"{name} forward")),

@@ -167,7 +167,7 @@ def hand_written_step(trainer: Trainer):
         x = to_signed(trainer.train_set.images[idx]).to(trainer.device).contiguous(
             memory_format=trainer.memory_format)
         m.train()
-        token = m.to_token(m.body(film(m.stem(x), m.conditioning(1, 0))))
+        token = m.token_layer(x, m.body(film(m.stem(x), m.conditioning(1, 0))), 0)
         recon, _ = m.decoder(token, State.start(x, 1), None)
         loss = (recon - x).pow(2).mean()
         optimizer.zero_grad(set_to_none=True)

@@ -125,14 +125,18 @@ class VLE(nn.Module):
         inp = inp if gain is None else inp / gain  # at unit scale
         feat, memory = self.memory(self.stem(inp), memory)
         feat = self.body(film(feat, self.conditioning(state.k, state.step)))
-        z, kl = self.to_token(feat), None
-        if self.linear is not None:
-            z = z + self.linear(inp, state.step)
+        z, kl = self.token_layer(inp, feat, state.step), None
         if self.gaussian:
             z, kl = gaussian_token(z, self.training)
         if gain is not None:  # the token's own RMS carries the gain to the decoder
             z = z / rms(z) * gain
         return z, feat, memory, kl
+
+    def token_layer(self, inp: Tensor, feat: Tensor, step: int) -> Tensor:
+        """The token (or a Gaussian token's statistics) of step `step` from the encoder body's
+        features and, with model.token.linear, the step's linear map of the input it saw."""
+        z = self.to_token(feat)
+        return z if self.linear is None else z + self.linear(inp, step)
 
     def conditioning(self, k: int, step: int) -> Tensor:
         """The FiLM parameters of the encoder's body at step `step` of a k-token encoding."""
