@@ -32,16 +32,20 @@ RECIPE = str(ROOT / "recipes" / "vanilla.toml")
 # the changes, each as the overrides that turn it off or on against recipes/vanilla.toml;
 # K = 8 every step comes with a batch of 18, the same token-images a step as K ~ U[1, 8] at 32;
 # the decoder's step FiLM is applied after the decoder's table, so "decoder" off resets it;
-# width 48 comes with 2800 steps, the minutes of 2200 at width 64 (after BUDGET, so they win)
+# width 48 comes with 2800 steps, the minutes of 2200 at width 64; the linear maps with 2000,
+# and width 32 (after them) with 2900, the minutes of the recipe with them (after BUDGET, so
+# they win); width 48's OFF already sets 64; the decoder's linear map goes with its table
 OFF = {"loss": ["train.loss='mse'"], "gain": ["model.token.gain=false"],
        "decoder": ["model.decoder={use='plain'}"], "k": ["tokens.min=1", "train.batch=32"],
        "film": [], "memory 1x1": ["model.memory.kernel=3"], "memory 16": ["model.memory.hidden=32"],
-       "width 48": ["model.width=64"]}
+       "width 48": ["model.width=64"], "linear": ["model.token.linear=false"], "width 32": []}
 ON = {"loss": ["train.loss='log_mse'"], "gain": ["model.token.gain=true"],
       "decoder": ["model.decoder={use='context'}"], "k": ["tokens.min=8", "train.batch=18"],
       "film": ["model.decoder.step_film=true"], "memory 1x1": ["model.memory.kernel=1"],
       "memory 16": ["model.memory.hidden=16"],
-      "width 48": ["model.width=48", "train.steps=2800"]}
+      "width 48": ["model.width=48", "train.steps=2800"],
+      "linear": ["model.token.linear=true", "model.decoder.linear=true", "train.steps=2000"],
+      "width 32": ["model.width=32", "train.steps=2900"]}
 VARIANTS = {
     "none (the recipe before)": [],
     "log-MSE objective": ["loss"],
@@ -57,6 +61,10 @@ VARIANTS = {
     "log-MSE + gain + step FiLM + memory of 16": ["loss", "gain", "film", "memory 16"],
     "log-MSE + gain + step FiLM + memory of 16 + width 48, 2800 steps":
         ["loss", "gain", "film", "memory 16", "width 48"],
+    "log-MSE + gain + step FiLM + memory of 16 + linear maps, 2000 steps":
+        ["loss", "gain", "film", "memory 16", "linear"],
+    "log-MSE + gain + step FiLM + memory of 16 + linear maps + width 32, 2900 steps":
+        ["loss", "gain", "film", "memory 16", "linear", "width 32"],
 }
 
 
@@ -76,7 +84,10 @@ def changes_of(recipe: dict) -> set[str]:
           "film": recipe["model"]["decoder"].get("step_film", False),
           "memory 1x1": recipe["model"]["memory"].get("kernel", 3) == 1,
           "memory 16": recipe["model"]["memory"].get("hidden", 32) == 16,
-          "width 48": recipe["model"]["width"] == 48}
+          "width 48": recipe["model"]["width"] == 48, "width 32": recipe["model"]["width"] == 32}
+    token, decoder = (recipe["model"][t].get("linear", False) for t in ("token", "decoder"))
+    on["linear"] = token and decoder
+    on["one linear map"] = token != decoder  # in no variant: such a run is not one of them
     return {c for c, v in on.items() if v}
 
 

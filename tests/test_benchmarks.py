@@ -1,6 +1,7 @@
 """The speed benchmark runs end to end on a tiny model and writes every number it prints."""
 
 import json
+from pathlib import Path
 
 import pytest
 from conftest import ROOT
@@ -43,3 +44,15 @@ def test_photo_patches_keep_each_photograph_on_one_side(tmp_path):
     assert names["train"] == set(counts["train"]) and names["test"] == set(counts["test"])
     assert not names["train"] & names["test"]
     assert all(n > 0 for per in counts.values() for n in per.values())
+
+
+def test_every_ablation_variant_is_read_back_from_its_recipe():
+    """Each row's overrides give a valid recipe, and `--record` would file its run under it."""
+    import tomllib
+
+    from benchmarks.ablation import RECIPE, VARIANTS, changes_of, overrides
+    from vle_kit.recipe import dump_recipe, load_recipe
+
+    for name, changes in VARIANTS.items():
+        recipe, _ = load_recipe(Path(RECIPE), overrides(changes))
+        assert changes_of(tomllib.loads(dump_recipe(recipe))) == set(changes), name
