@@ -87,7 +87,8 @@ class VLE(nn.Module):
             self.add_module(name, part)
         width, token = cfg.width, cfg.token
         down = int(math.log2(spec.image_size // (2 * token.size)))  # image -> memory resolution
-        self.stem = stem(spec.image_channels + self.composer.extra_channels, width, down)
+        in_channels = spec.image_channels + self.composer.extra_channels  # what the encoder sees
+        self.stem = stem(in_channels, width, down)
         # FiLM from "how many tokens were asked for" and "which step is this" (notes, Apr 12)
         self.film_k = nn.Embedding(spec.tokens_max + 1, 2 * width)
         self.film_step = nn.Embedding(spec.tokens_max, 2 * width)
@@ -100,8 +101,7 @@ class VLE(nn.Module):
                                       nn.Conv2d(width, token_channels, 1))
         self.linear = None  # the token's linear map of the whole input (README, "What won")
         if token.linear:
-            channels = spec.image_channels + self.composer.extra_channels
-            self.linear = StepLinear(spec.tokens_max, channels * spec.image_size ** 2,
+            self.linear = StepLinear(spec.tokens_max, in_channels * spec.image_size ** 2,
                                      (token_channels, token.size, token.size))
         self.image_shape = (spec.image_channels, spec.image_size, spec.image_size)
 
