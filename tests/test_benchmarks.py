@@ -1,6 +1,7 @@
 """The speed benchmark runs end to end on a tiny model and writes every number it prints."""
 
 import json
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -48,8 +49,6 @@ def test_photo_patches_keep_each_photograph_on_one_side(tmp_path):
 
 def test_every_ablation_variant_is_read_back_from_its_recipe():
     """Each row's overrides give a valid recipe, and `--record` would file its run under it."""
-    import tomllib
-
     from benchmarks.ablation import RECIPE, VARIANTS, changes_of, overrides
     from vle_kit.recipe import dump_recipe, load_recipe
 

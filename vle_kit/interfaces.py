@@ -115,6 +115,9 @@ class SaliencyHead(ModelPart):
     from_tokens: ClassVar[bool] = False  # True if the mask follows from the decoder's output
     #                                      alone, so saved tokens decode without the image
     makes_masks: ClassVar[bool] = True  # False for a head that always returns None
+    # its weights go without a gradient at the last step, which takes what is left (all
+    # steps at K = 1); what DistributedDataParallel must know (Trainer.wrapped)
+    idle_some_steps: ClassVar[bool] = True
 
     def forward(self, state: State, feat: Tensor, part: Tensor, extra: Tensor) -> Tensor | None:
         raise NotImplementedError

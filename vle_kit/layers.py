@@ -36,6 +36,8 @@ class StepLinear(nn.Module):
     4 x 4 token carries only through its features. Zero at the start, so the map begins
     silent; past the last step the last map is reused."""
 
+    idle_some_steps = True  # the maps of steps past K get no gradient (Trainer.wrapped)
+
     def __init__(self, steps: int, inputs: int, shape: tuple[int, ...]):
         super().__init__()
         self.shape = shape

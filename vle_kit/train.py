@@ -24,7 +24,6 @@ from vle_kit.data import to_signed
 from vle_kit.errors import Interrupted, VleKitError
 from vle_kit.evaluate import encode_all, write_evaluation
 from vle_kit.host import host_info, keep_freed_memory
-from vle_kit.layers import StepLinear
 from vle_kit.objective import objective
 from vle_kit.plugins import Registry
 from vle_kit.recipe import differences, dump_recipe, validate
@@ -80,12 +79,11 @@ class Trainer:
         compiled if the recipe asks."""
         net = self.model
         if distributed.active():
-            # parameters a step can leave without a gradient: a mask head's (its logits go
-            # unused at the last step, which takes what is left: all of them at K = 1) and the
-            # linear maps of the steps past K
-            sometimes_unused = bool(list(self.model.saliency.parameters())) or any(
-                isinstance(m, StepLinear) for m in self.model.modules())
-            net = DistributedDataParallel(net, find_unused_parameters=sometimes_unused)
+            # a module whose weights some steps leave without a gradient says so with
+            # `idle_some_steps` (a mask head, the linear maps; a plug-in's own modules may too)
+            idle = any(getattr(m, "idle_some_steps", False) and any(True for _ in m.parameters())
+                       for m in self.model.modules())
+            net = DistributedDataParallel(net, find_unused_parameters=idle)
         if self.recipe.train.compile:
             dynamo = torch._dynamo.config
             dynamo.cache_size_limit = max(dynamo.cache_size_limit, 2 * self.recipe.tokens.max)
