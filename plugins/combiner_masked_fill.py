@@ -11,15 +11,12 @@ saliency head it is `sum`.
 
 from vle_kit import hookimpl
 from vle_kit.interfaces import Combiner
+from vle_kit.masks import fill_unclaimed
 
 
 class MaskedFillCombiner(Combiner):
     def forward(self, state, part, mask):
-        if mask is None:
-            return state.recon + part
-        rest = 1 - state.mask_sum  # what the masks before this token left unclaimed
-        claimed = state.recon - rest * state.parts[-1] if state.parts else 0
-        return claimed + rest * part
+        return state.recon + part if mask is None else fill_unclaimed(state, part, mask)
 
 
 @hookimpl

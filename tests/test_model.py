@@ -113,21 +113,23 @@ DECODERS = [["model.decoder={use='plain'}"],  # whole tables: vanilla.toml's has
             ["model.decoder={use='context', whole=true}"]]
 
 
-MASK_MODELS = [("inherent", "masked_sum"), ("inherent", "masked_fill"), ("conv", "masked_sum"),
-               ("conv", "masked_fill"), ("deconstructor", "constructor")]
+MASK_MODELS = [("inherent", "{use='masked_sum'}"), ("inherent", "{use='masked_fill'}"),
+               ("conv", "{use='masked_sum'}"), ("conv", "{use='masked_fill'}"),
+               ("deconstructor", "{use='constructor'}"),
+               ("deconstructor", "{use='constructor', fill=true}")]
 
 
 @pytest.mark.parametrize("decoder", DECODERS, ids=lambda d: " ".join(d))
 @pytest.mark.parametrize("token", [("false", "false"), ("true", "false"), ("true", "true")],
                          ids=lambda t: f"gain={t[0]} linear={t[1]}")
-@pytest.mark.parametrize("saliency,combiner", [("none", "sum"), *MASK_MODELS])
+@pytest.mark.parametrize("saliency,combiner", [("none", "{use='sum'}"), *MASK_MODELS])
 def test_every_prefix_decodes_exactly(vanilla, decoder, token, saliency, combiner):
     """Whatever the decoder sees follows from the tokens: decoding the first j tokens gives the
     encoding's reconstruction after j tokens (with the saved masks for a head that reads the
     image)."""
     model, _ = tiny_model(vanilla, *decoder, f"model.token.gain={token[0]}",
                           f"model.token.linear={token[1]}",
-                          f"model.saliency.use={saliency}", f"model.combiner.use={combiner}")
+                          f"model.saliency.use={saliency}", f"model.combiner={combiner}")
     model.eval()
     x = torch.rand(3, 3, 16, 16) * 2 - 1
     with torch.no_grad():
@@ -148,7 +150,7 @@ def test_mask_model_prefixes_are_finite_and_masks_sum_to_at_most_one(saliency, c
     """Any K, any weights: every prefix reconstruction is finite and the running mask sum stays
     in [0, 1] (scaled weights push the mask logits to saturation or to zero)."""
     model, _ = tiny_model(ROOT / "recipes" / "vanilla.toml", f"model.saliency.use={saliency}",
-                          f"model.combiner.use={combiner}")
+                          f"model.combiner={combiner}")
     torch.manual_seed(seed)
     with torch.no_grad():
         for p in model.saliency.parameters():
@@ -212,11 +214,14 @@ def test_log_mse_loss_weighs_each_step_by_its_relative_error(vanilla):
     assert grad[1] > grad[0]
 
 
-def test_masked_fill_prefixes_are_whole_images_and_the_last_token_matches_masked_sum(vanilla):
+@pytest.mark.parametrize("saliency,combiner", [("inherent", "{use='masked_fill'}"),
+                                               ("deconstructor", "{use='constructor', fill=true}")])
+def test_filling_prefixes_are_whole_images_and_the_last_token_matches_masked_sum(vanilla, saliency,
+                                                                                 combiner):
     """After k tokens, what the masks claimed keeps its parts and the newest part fills the
-    rest; after K tokens (the last takes the rest) it equals masked_sum."""
-    fill, _ = tiny_model(vanilla, "model.saliency.use=inherent",
-                         "model.combiner.use=masked_fill")
+    rest; after K tokens (the last takes the rest) it equals masked_sum. (The constructor's
+    merge starts at zero, so untrained it is exactly this.)"""
+    fill, _ = tiny_model(vanilla, f"model.saliency.use={saliency}", f"model.combiner={combiner}")
     x = torch.rand(2, 3, 16, 16) * 2 - 1
     out = fill(x, 3)
     masks, parts = out.masks, out.parts

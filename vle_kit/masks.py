@@ -73,3 +73,15 @@ class ConvMaskHead(SaliencyHead):
         if takes_the_rest(state, self.cfg):  # skip a full-resolution head whose output is unused
             return 1 - state.mask_sum
         return logits_to_mask(self.net(self.inputs(state, part)), state, self.cfg)
+
+
+def fill_unclaimed(state: State, part: Tensor, mask: Tensor) -> Tensor:
+    """The running reconstruction with the newest part counted where its mask is and also
+    filling what no mask has claimed yet, so every prefix of tokens is a whole image:
+
+        sum_{s < t} mask_s * part_s + (1 - sum_{s < t} mask_s) * part_t
+
+    (`state.recon` held the previous part in that unclaimed rest; it is taken out again.)"""
+    rest = 1 - state.mask_sum
+    claimed = state.recon - rest * state.parts[-1] if state.parts else 0
+    return claimed + rest * part
