@@ -54,12 +54,14 @@ def test_memory_carries_information_across_steps(vanilla):
     assert torch.allclose(t[:, 0], t[:, 1])
 
 
-def test_learning_rate_warms_up_then_decays(vanilla):
-    _, recipe = tiny_model(vanilla, "train.steps=100", "train.warmup=10", "train.lr=1.0")
+@pytest.mark.parametrize("end", [0.1, 0.0, 0.01])
+def test_learning_rate_warms_up_then_decays_to_its_end(vanilla, end):
+    _, recipe = tiny_model(vanilla, "train.steps=100", "train.warmup=10", "train.lr=1.0",
+                           f"train.lr_end={end}")
     lrs = [learning_rate(s, recipe.train) for s in range(100)]
     assert lrs[0] == 0.1 and lrs[9] == 1.0
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
-    assert abs(lrs[-1] - 0.1) < 1e-3
+    assert abs(lrs[-1] - end) < 1e-3
 
 
 def test_gaussian_token_samples_in_training_and_takes_the_mean_in_eval(vanilla):

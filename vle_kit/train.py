@@ -32,16 +32,17 @@ from vle_kit.runs import MetricsLog, RunDir, RunInfo, command_line
 
 
 def learning_rate(step: int, cfg) -> float:
-    """Linear warm-up, then cosine decay to a tenth: a pure function of the step."""
+    """Linear warm-up, then cosine decay to `lr_end` of the peak: a pure function of the step."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
+    return cfg.lr * (cfg.lr_end + (1 - cfg.lr_end) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 # Keys a resumed run may change with --allow-changes: none alters what was already trained.
-SAFE_TO_CHANGE = frozenset({"train.steps", "train.lr", "train.log_every", "train.checkpoint_every",
-                            "train.keep", "train.eval_images", "train.grid_images",
+SAFE_TO_CHANGE = frozenset({"train.steps", "train.lr", "train.lr_end", "train.log_every",
+                            "train.checkpoint_every", "train.keep", "train.eval_images",
+                            "train.grid_images",
                             "train.on_nan", "eval.tokens", "eval.probe_images",
                             "eval.max_error", "eval.min_mask"})
 
