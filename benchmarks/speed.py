@@ -180,17 +180,21 @@ def hand_written_step(trainer: Trainer):
 
 
 def overhead(path: Path, overrides: list[str], repeats: int) -> dict:
-    """vle_kit with K = 1 against hand_written_step, alternating to share machine noise; gain
-    and log-MSE off, so that both train the same network on the same loss."""
+    """vle_kit with K = 1 against hand_written_step (gain and log-MSE off, so that both train
+    the same network on the same loss), a step of each in turn, the first of a pair
+    alternating: the median of the pairs' time ratios, so that noise lasting longer than a
+    step (other tenants) cancels out of the figure."""
     trainer = trainer_for(path, overrides + ["model.memory={use='none'}", "tokens.max=1",
                                              "model.token.gain=false", "train.loss='mse'"])
-    plain = hand_written_step(trainer)
-    framework, hand = [], []
-    for _ in range(3):
-        framework.append(timed(lambda: trainer.train_step(1), repeats))
-        hand.append(timed(plain, repeats))
-    f, h = min(framework), min(hand)
-    return {"vle_kit_s": f, "hand_written_s": h, "overhead": f / h - 1}
+    steps = {"framework": lambda: trainer.train_step(1), "hand": hand_written_step(trainer)}
+    times = {name: [] for name in steps}
+    for i in range(2 + 6 * repeats):
+        for name in sorted(steps, reverse=i % 2 == 1):
+            times[name].append(timed(steps[name], repeats=1, warmup=0))
+    framework, hand = times["framework"][2:], times["hand"][2:]  # the first two pairs warm up
+    ratio = statistics.median(f / h for f, h in zip(framework, hand))
+    return {"vle_kit_s": statistics.median(framework), "hand_written_s": statistics.median(hand),
+            "overhead": ratio - 1, "pairs": len(framework)}
 
 
 def growth(per: dict, exponent: int) -> str:
@@ -237,7 +241,8 @@ def report(result: dict) -> None:
               + f"\n    {growth(per, exponent)}")
     over = result["overhead"]
     print(f"\nframework overhead, K = 1, no memory: vle_kit {over['vle_kit_s'] * 1e3:.1f} ms, "
-          f"hand-written {over['hand_written_s'] * 1e3:.1f} ms: {over['overhead']:+.1%}")
+          f"hand-written {over['hand_written_s'] * 1e3:.1f} ms (medians); median of "
+          f"{over['pairs']} paired ratios: {over['overhead']:+.1%}")
 
 
 def main(argv: list[str] | None = None) -> None:
