@@ -49,6 +49,15 @@ def test_tiny_run_writes_everything(vanilla, tmp_path):
     assert "| k | floats | MSE | PSNR dB |" in out, "the table vle-kit eval prints too"
 
 
+def test_a_reader_that_leaves_early_gets_no_traceback(vanilla):
+    """`vle-kit check recipe | head -1`: writing to a pipe nobody reads ends quietly."""
+    proc = vle_kit("check", str(vanilla))
+    proc.stdout.close()  # no reader left: the first line written meets a broken pipe
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 1
+    assert err == "", err
+
+
 def test_interrupt_then_resume_equals_an_uninterrupted_run(vanilla, tmp_path):
     args = sets(*TINY, "train.steps=400", "train.checkpoint_every=1000")
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"

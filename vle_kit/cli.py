@@ -289,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("RANK", "0") == "0":  # under torchrun every rank stops alike
             print(f"stopped: {e}", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader left early (`vle-kit check ... | head -1`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so exit's flush passes
+        return 1
 
 
 if __name__ == "__main__":
