@@ -28,7 +28,7 @@ class ConstructorCombiner(Combiner):
     def forward(self, state, part, mask):
         filling = self.cfg.fill and mask is not None
         mask = part.new_ones(part[:, :1].shape) if mask is None else mask
-        added = fill_unclaimed(state, part, mask) if filling else state.recon + mask * part
+        added = fill_unclaimed(state, part) if filling else state.recon + mask * part
         return added + self.merge(torch.cat([state.recon, mask * part, mask], 1))
 
 

@@ -16,7 +16,7 @@ from vle_kit.masks import fill_unclaimed
 
 class MaskedFillCombiner(Combiner):
     def forward(self, state, part, mask):
-        return state.recon + part if mask is None else fill_unclaimed(state, part, mask)
+        return state.recon + part if mask is None else fill_unclaimed(state, part)
 
 
 @hookimpl

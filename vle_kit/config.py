@@ -101,7 +101,8 @@ class TrainConfig:
     seed: int = attrs.field(default=0, validator=v.ge(0))
     device: str = attrs.field(default="auto", validator=v.in_(("auto", "cpu", "cuda")))
     warmup: int = attrs.field(default=100, validator=v.ge(0))  # steps of linear lr warm-up
-    lr_end: float = attrs.field(default=0.1, validator=[v.ge(0), v.le(1)])  # cosine ends at lr_end * lr
+    lr_end: float = attrs.field(  # the cosine decay ends at lr_end * lr
+        default=0.1, validator=[v.ge(0), v.le(1)])
     step_loss: float = attrs.field(default=1.0, validator=v.ge(0))  # weight of per-step MSE terms
     loss: str = attrs.field(  # log_mse: each reconstruction term is the log of the batch's MSE,
         default="mse",  # so halving a small error counts as halving a large one; log_mse_image:

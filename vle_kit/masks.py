@@ -75,9 +75,9 @@ class ConvMaskHead(SaliencyHead):
         return logits_to_mask(self.net(self.inputs(state, part)), state, self.cfg)
 
 
-def fill_unclaimed(state: State, part: Tensor, mask: Tensor) -> Tensor:
-    """The running reconstruction with the newest part counted where its mask is and also
-    filling what no mask has claimed yet, so every prefix of tokens is a whole image:
+def fill_unclaimed(state: State, part: Tensor) -> Tensor:
+    """The running reconstruction with the newest part filling what no earlier mask has
+    claimed (its own mask decides only what stays later), so every prefix is a whole image:
 
         sum_{s < t} mask_s * part_s + (1 - sum_{s < t} mask_s) * part_t
 

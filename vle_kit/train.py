@@ -42,9 +42,8 @@ def learning_rate(step: int, cfg) -> float:
 # Keys a resumed run may change with --allow-changes: none alters what was already trained.
 SAFE_TO_CHANGE = frozenset({"train.steps", "train.lr", "train.lr_end", "train.log_every",
                             "train.checkpoint_every", "train.keep", "train.eval_images",
-                            "train.grid_images",
-                            "train.on_nan", "eval.tokens", "eval.probe_images",
-                            "eval.max_error", "eval.min_mask"})
+                            "train.grid_images", "train.on_nan", "eval.tokens",
+                            "eval.probe_images", "eval.max_error", "eval.min_mask"})
 
 
 class Trainer:
