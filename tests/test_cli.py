@@ -11,6 +11,10 @@ import torch
 from conftest import TINY
 
 from vle_kit import checkpoint
+from vle_kit.build import load_run
+from vle_kit.recipe import dump_recipe, load_recipe
+from vle_kit.runs import RunDir
+from vle_kit.train import Trainer
 
 pytestmark = pytest.mark.slow
 
@@ -94,6 +98,43 @@ def test_interrupt_then_resume_equals_an_uninterrupted_run(vanilla, tmp_path):
                 for line in (r / "metrics.jsonl").read_text().splitlines()]
 
     assert rows(only_run(straight)) == rows(run)
+
+
+def test_averaged_weights_follow_the_decay_survive_a_resume_and_are_what_a_run_is_used_with(
+        vanilla, tmp_path):
+    """train.ema: the average starts at the first step's weights, then moves by 1 - decay
+    towards each step's; a run stopped and resumed averages exactly as a straight one; the
+    checkpoint scored and load_run give the average, training goes on from the raw weights."""
+    recipe, registry = load_recipe(vanilla, TINY + ["train.ema=0.75"])
+    straight = Trainer(recipe, registry, RunDir.create(tmp_path, "straight"))
+    expected = None
+    for _ in range(4):
+        straight.train_step()
+        weights = [p.detach().clone() for p in straight.model.parameters()]
+        expected = weights if expected is None else [
+            0.75 * e + 0.25 * w for e, w in zip(expected, weights)]
+    for e, a in zip(expected, straight.averaged.module.parameters()):
+        assert torch.allclose(e, a, atol=1e-6)
+    assert not all(torch.equal(w, a) for w, a in zip(weights, expected))
+
+    stopped = Trainer(recipe, registry, RunDir.create(tmp_path, "stopped"))
+    for _ in range(2):
+        stopped.train_step()
+    stopped.save(score=False)
+    resumed = Trainer(recipe, registry, stopped.run)
+    resumed.restore(checkpoint.load(stopped.run.checkpoint))
+    for _ in range(2):
+        resumed.train_step()
+    for a, b in zip(straight.averaged.module.parameters(), resumed.averaged.module.parameters()):
+        assert torch.equal(a, b)
+    for a, b in zip(straight.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b)
+
+    straight.save(score=False)
+    (straight.run.recipe).write_text(dump_recipe(recipe))
+    used = load_run(straight.run.path).model
+    for e, u in zip(expected, used.parameters()):
+        assert torch.allclose(e, u, atol=1e-6)
 
 
 def test_resume_needs_a_run_directory(tmp_path):

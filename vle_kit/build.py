@@ -149,7 +149,7 @@ def load_run(path, overrides: list[str] = (), plugins: list[str] = (), data: str
     chosen = select_device(device or recipe.train.device)
     model = build_model(recipe, registry, state.get("image_channels", 3))
     try:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(state.get("averaged", state["model"]))  # train.ema's average
     except RuntimeError as e:
         lines = str(e).strip().splitlines()
         raise VleKitError(f"{run.checkpoint}: does not fit the model of {run.recipe} "

@@ -108,6 +108,8 @@ class TrainConfig:
         default="mse",  # so halving a small error counts as halving a large one; log_mse_image:
         validator=v.in_(("mse", "log_mse", "log_mse_image")))  # the mean of each image's log
     grad_clip: float = attrs.field(default=1.0, validator=v.ge(0))  # 0 turns clipping off
+    ema: float = attrs.field(  # > 0: an exponential moving average of the weights with this
+        default=0.0, validator=[v.ge(0), v.lt(1)])  # decay is what is scored, evaluated, used
     log_every: int = attrs.field(default=25, validator=v.ge(1))
     checkpoint_every: int = attrs.field(default=250, validator=v.ge(1))
     grid_images: int = attrs.field(default=8, validator=v.ge(1))  # rows of the final image grid

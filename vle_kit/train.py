@@ -15,6 +15,7 @@ from contextlib import contextmanager
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from vle_kit import checkpoint, distributed
@@ -69,6 +70,9 @@ class Trainer:
         if cfg.bf16 and not self.bf16 and distributed.is_main():
             print("train.bf16: no GPU, training in float32", flush=True)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=0.0)
+        # Polyak averaging: training never sees the average, the evaluation sees only it
+        self.averaged = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema),
+                                      use_buffers=True) if cfg.ema else None
         self.sampler = torch.Generator().manual_seed(cfg.seed)  # draws K
         self.batches = distributed.EpochBatches(len(self.train_set), cfg.batch, cfg.seed)
         self.step = 0
@@ -90,11 +94,20 @@ class Trainer:
             net = torch.compile(net)  # a graph per K
         return net
 
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        """The weights a run is scored and used with: their average with `train.ema`."""
+        return self.model if self.averaged is None else self.averaged.module
+
     def state(self) -> dict:
-        return {"step": self.step, "best": self.best, "recipe": dump_recipe(self.recipe),
-                "image_channels": self.train_set.images.shape[1],
-                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "sampler": self.sampler.get_state(), "rng": checkpoint.rng_state()}
+        state = {"step": self.step, "best": self.best, "recipe": dump_recipe(self.recipe),
+                 "image_channels": self.train_set.images.shape[1],
+                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "sampler": self.sampler.get_state(), "rng": checkpoint.rng_state()}
+        if self.averaged is not None:  # `averaged` is what load_run gives `vle-kit eval`
+            state["averaged"] = self.averaged.module.state_dict()
+            state["averaged_count"] = self.averaged.n_averaged.item()
+        return state
 
     def restore(self, state: dict, allow_changes: bool = False) -> None:
         where = self.run.checkpoint
@@ -109,6 +122,9 @@ class Trainer:
             raise VleKitError(f"{where}: the recipe changed ({listing}); pass --allow-changes "
                               f"to resume with it")
         self.model.load_state_dict(state["model"])
+        if self.averaged is not None:
+            self.averaged.module.load_state_dict(state["averaged"])
+            self.averaged.n_averaged.fill_(state["averaged_count"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.sampler.set_state(state["sampler"])
         checkpoint.set_rng_state(state["rng"])
@@ -117,7 +133,7 @@ class Trainer:
     def test_mse(self) -> float:
         """Test MSE after tokens.max tokens on the first train.eval_images test images."""
         images = self.test_set.images[:self.recipe.train.eval_images]
-        return encode_all(self.model, images, self.recipe.tokens.max, self.device,
+        return encode_all(self.evaluated, images, self.recipe.tokens.max, self.device,
                           score="last").mse[:, -1].mean().item()
 
     def save(self, score: bool = True) -> dict:
@@ -171,11 +187,13 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.step, cfg)
         self.optimizer.step()
+        if self.averaged is not None:
+            self.averaged.update_parameters(self.model)
         self.step += 1
         return {"loss": total, "k": k, **logged}
 
     def evaluate(self) -> Evaluation | None:
-        return write_evaluation(self.model, self.recipe, self.train_set, self.test_set,
+        return write_evaluation(self.evaluated, self.recipe, self.train_set, self.test_set,
                                 self.device, self.run, self.recipe.recipe.name, trained=self.run)
 
 
