@@ -116,6 +116,12 @@ def test_averaged_weights_follow_the_decay_survive_a_resume_and_are_what_a_run_i
     for e, a in zip(expected, straight.averaged.module.parameters()):
         assert torch.allclose(e, a, atol=1e-6)
     assert not all(torch.equal(w, a) for w, a in zip(weights, expected))
+    plain, _ = load_recipe(vanilla, TINY)  # the average never feeds back into training
+    unaveraged = Trainer(plain, registry, RunDir.create(tmp_path, "unaveraged"))
+    for _ in range(4):
+        unaveraged.train_step()
+    for w, u in zip(weights, unaveraged.model.parameters()):
+        assert torch.equal(w, u)
 
     stopped = Trainer(recipe, registry, RunDir.create(tmp_path, "stopped"))
     for _ in range(2):
@@ -131,7 +137,7 @@ def test_averaged_weights_follow_the_decay_survive_a_resume_and_are_what_a_run_i
         assert torch.equal(a, b)
 
     straight.save(score=False)
-    (straight.run.recipe).write_text(dump_recipe(recipe))
+    straight.run.recipe.write_text(dump_recipe(recipe))  # as train() writes it
     used = load_run(straight.run.path).model
     for e, u in zip(expected, used.parameters()):
         assert torch.allclose(e, u, atol=1e-6)
