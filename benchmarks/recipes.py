@@ -85,6 +85,7 @@ def table(name: str, entries: list[dict]) -> str:
     """Per-token curve over the seeds of one entry, beside PCA; mask scores where present."""
     results = [Evaluation.from_json(json.dumps(e["eval"])) for e in entries]
     first = results[0]
+    augmented = first.pca_augmented  # PCA fitted on the training images as the run saw them
     rows = []
     for i, k in enumerate(first.tokens):
         vle = [r.vle.mse[i] for r in results]
@@ -92,13 +93,17 @@ def table(name: str, entries: list[dict]) -> str:
                      f"{first.pca.mse[i]:.4f}",
                      f"{statistics.fmean(vle) / first.pca.mse[i]:.2f}",
                      f"{min(r.vle.improved[i] for r in results):.1%}"])
+        if augmented is not None:
+            rows[-1][5:5] = [f"{augmented.mse[i]:.4f}",
+                             f"{statistics.fmean(vle) / augmented.mse[i]:.2f}"]
     timed = [e["wall_seconds"] / 60 for e in entries if e["timed"]]
     minutes = (f"{spread(timed, 1)} min each (training and evaluation)" if timed else
                "run two at a time on one thread each (no timing)")
     lines = [f"{name}: {len(entries)} seed(s), {minutes}, {entries[0]['host']['cpu']}, "
              f"{entries[0]['host']['aten_isa']} kernels",
-             (["k", "prefix MSE", "asked-k MSE", "PCA MSE", "prefix / PCA",
-               "improved (worst seed)"], rows)]
+             (["k", "prefix MSE", "asked-k MSE", "PCA MSE", "prefix / PCA"]
+              + (["PCA MSE, augmented", "prefix / it"] if augmented else [])
+              + ["improved (worst seed)"], rows)]
     if first.masks is not None and first.masks.fg_ari is not None:
         lines.append(f"FG-ARI {spread([r.masks.fg_ari for r in results], 3)}, count accuracy "
                      f"{spread([r.masks.count_accuracy for r in results], 3)}, collapse "

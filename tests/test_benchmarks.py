@@ -55,3 +55,20 @@ def test_every_ablation_variant_is_read_back_from_its_recipe():
     for name, changes in VARIANTS.items():
         recipe, _ = load_recipe(Path(RECIPE), overrides(changes))
         assert changes_of(tomllib.loads(dump_recipe(recipe))) == set(changes), name
+
+
+def test_a_run_that_augments_is_tabled_beside_pca_of_its_augmented_images_too():
+    from benchmarks.recipes import table
+
+    entry = json.loads((ROOT / "benchmarks" / "results" / "recipes.json").read_text())["vanilla"][0]
+    assert "augmented" not in table("vanilla", [entry])
+    pca = entry["eval"]["pca"]
+    entry["eval"]["pca_augmented"] = {**pca, "mse": [m / 2 for m in pca["mse"]]}
+    lines = table("vanilla", [entry]).splitlines()
+    header = next(line for line in lines if line.startswith("| k |")).strip("| ").split(" | ")
+    first = next(line for line in lines if line.startswith("| 1 |")).strip("| ").split(" | ")
+    row = dict(zip(header, first))
+    vle, plain = entry["eval"]["vle"]["mse"][0], pca["mse"][0]
+    assert row["PCA MSE"] == f"{plain:.4f}" and row["prefix / PCA"] == f"{vle / plain:.2f}"
+    assert row["PCA MSE, augmented"] == f"{plain / 2:.4f}"
+    assert row["prefix / it"] == f"{2 * vle / plain:.2f}"

@@ -143,6 +143,31 @@ def test_averaged_weights_follow_the_decay_survive_a_resume_and_are_what_a_run_i
         assert torch.allclose(e, u, atol=1e-6)
 
 
+def test_augmented_batches_are_a_function_of_the_step_so_a_resume_is_exact(vanilla, tmp_path):
+    """train.augment changes each training image by what it draws from the seed and the step:
+    a run stopped and resumed trains the same weights as a straight one, and not the weights
+    of a run without it."""
+    recipe, registry = load_recipe(vanilla, TINY + ["train.augment=['flips', 'channels']"])
+    straight = Trainer(recipe, registry, RunDir.create(tmp_path, "straight"))
+    for _ in range(3):
+        straight.train_step()
+    stopped = Trainer(recipe, registry, RunDir.create(tmp_path, "stopped"))
+    stopped.train_step()
+    stopped.save(score=False)
+    resumed = Trainer(recipe, registry, stopped.run)
+    resumed.restore(checkpoint.load(stopped.run.checkpoint))
+    for _ in range(2):
+        resumed.train_step()
+    for a, b in zip(straight.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b)
+    plain, _ = load_recipe(vanilla, TINY)
+    plain_run = Trainer(plain, registry, RunDir.create(tmp_path, "plain"))
+    for _ in range(3):
+        plain_run.train_step()
+    assert not all(torch.equal(a, b) for a, b in
+                   zip(straight.model.parameters(), plain_run.model.parameters()))
+
+
 def test_resume_needs_a_run_directory(tmp_path):
     proc = vle_kit("run", "--resume", str(tmp_path))
     out, err = proc.communicate(timeout=60)

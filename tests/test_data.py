@@ -1,10 +1,15 @@
 """Data sets: the shapes scenes are deterministic and labelled; image folders read any images."""
 
+import itertools
+
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from vle_kit_plugins.data_image_folder import ImageFolderConfig, ImageFolderDataset
 from vle_kit_plugins.data_shapes import COLOURS, ShapesConfig, ShapesDataset
 
+from vle_kit.data import augment, augmented_orders, channel_orders, square_symmetries
 from vle_kit.errors import VleKitError
 
 
@@ -205,3 +210,51 @@ def test_the_cifar10_recipe_trains_on_a_local_copy(cifar10_root, tmp_path):
     result = train(recipe, registry, RunDir.create(tmp_path, "cifar"))
     assert (result.image.channels, result.image.height, result.image.width) == (3, 16, 16)
     assert "class" in result.separation["images"]
+
+
+def the_eight_symmetries(image):
+    turned = [image, image.flip(-1), image.flip(-2), image.flip(-1).flip(-2)]
+    return turned + [t.transpose(-1, -2) for t in turned]
+
+
+def channel_permutations(image):
+    return [image[list(p)] for p in itertools.permutations(range(image.shape[0]))]
+
+
+@given(seed=st.integers(0, 2**63 - 1), n=st.integers(1, 64),
+       names=st.sampled_from([("flips",), ("channels",), ("flips", "channels")]))
+def test_augmenting_only_rearranges_each_image(seed, n, names):
+    """Every image comes back as a version of itself (one of the square's 8 symmetries, its
+    channels in another order, or both): no value made up or lost; the same for the same seed."""
+    images = torch.arange(n * 3 * 5 * 5, dtype=torch.uint8).reshape(n, 3, 5, 5)
+    out = augment(images, names, seed)
+    assert torch.equal(out, augment(images, names, seed))
+    for image, version in zip(images, out):
+        versions = [image]
+        if "flips" in names:
+            versions = [v for u in versions for v in the_eight_symmetries(u)]
+        if "channels" in names:
+            versions = [v for u in versions for v in channel_permutations(u)]
+        assert any(torch.equal(version, v) for v in versions)
+
+
+def test_augmenting_draws_every_symmetry_and_every_order():
+    image = torch.arange(3 * 4 * 4, dtype=torch.uint8).reshape(1, 3, 4, 4)
+    many = image.expand(400, -1, -1, -1)
+    eight = the_eight_symmetries(image[0])
+    assert [torch.equal(a, b[0]) for a, b in zip(eight, square_symmetries(image))] == [True] * 8
+    assert len({tuple(t.flatten().tolist()) for t in eight}) == 8  # all distinct
+    turned = augment(many, ("flips",), 0)
+    assert {next(i for i, t in enumerate(eight) if torch.equal(out, t)) for out in turned} == \
+        set(range(8))
+    assert len(channel_orders(image)) == 6
+    assert len({tuple(out[:, 0, 0].tolist()) for out in augment(many, ("channels",), 0)}) == 6
+
+
+def test_augmented_orders_reorder_an_image_as_augmenting_does():
+    image = torch.randint(0, 256, (1, 3, 4, 4), dtype=torch.uint8)
+    versions = [v[0] for u in square_symmetries(image) for v in channel_orders(u)]
+    orders = augmented_orders((3, 4, 4), ("flips", "channels"))
+    assert len(orders) == 48
+    for version, order in zip(versions, orders):
+        assert torch.equal(image.flatten()[order], version.flatten())

@@ -15,7 +15,7 @@ from vle_kit.cli import main
 from vle_kit.errors import VleKitError
 from vle_kit.evaluate import ssim
 from vle_kit.recipe import load_recipe
-from vle_kit.report import compare
+from vle_kit.report import compare, curve_table
 from vle_kit.results import Curve, Evaluation, ImageShape
 from vle_kit.tokenfile import load_tokens
 
@@ -263,6 +263,52 @@ def test_masks_that_look_at_the_image_are_counted_beside_pca(vanilla, head, coun
     assert (result.pca_with_masks is not None) is counted
     if counted:  # 64 + 256 floats a token: PCA keeps more, so it is closer
         assert all(a <= b for a, b in zip(result.pca_with_masks.mse, result.pca.mse))
+
+
+@pytest.mark.parametrize("names", [("flips",), ("channels",), ("flips", "channels")])
+def test_pca_of_augmented_images_is_pca_of_their_every_version(names):
+    """PCA.fit with `augment` (from the stored images' moments) spans what PCA fitted on every
+    augmented copy spans, wherever that copy's spectrum has a gap (the symmetries make some
+    eigenvalues equal, and a cut inside equal ones may take any of their vectors)."""
+    from vle_kit.data import AUGMENTATIONS
+    from vle_kit.evaluate import PCA
+
+    images = torch.randint(0, 256, (30, 3, 4, 4), generator=torch.Generator().manual_seed(1),
+                           dtype=torch.uint8)
+    copies = [images]
+    for name in names:
+        copies = [v for u in copies for v in AUGMENTATIONS[name](u)]
+    copies = torch.cat(copies)
+    x = (copies.double() / 127.5 - 1).flatten(1)
+    spectrum = torch.linalg.eigvalsh(torch.cov(x.T)).flip(0)
+    fitted, explicit = PCA.fit(images, 48, names), PCA.fit(copies, 48)
+    assert torch.allclose(fitted.mean, explicit.mean, atol=1e-6)
+    cuts = [k for k in range(1, 48) if spectrum[k - 1] - spectrum[k] > 1e-3 * spectrum[0]]
+    assert len(cuts) > 5
+    for k in cuts:
+        projector = fitted.basis[:, :k] @ fitted.basis[:, :k].T
+        assert torch.allclose(projector, explicit.basis[:, :k] @ explicit.basis[:, :k].T,
+                              atol=1e-3)
+
+
+def test_a_run_that_augments_is_also_set_beside_pca_of_its_augmented_images(vanilla):
+    from vle_kit.build import load_data
+    from vle_kit.evaluate import evaluate
+
+    recipe, registry = load_recipe(vanilla, TINY)
+    model = build_model(recipe, registry)
+    train_set, test_set = load_data(recipe, registry)
+    plain = evaluate(model, train_set, test_set, k=2, floats_per_token=64,
+                     device=torch.device("cpu"), probe_images=16)
+    flipped = evaluate(model, train_set, test_set, k=2, floats_per_token=64,
+                       device=torch.device("cpu"), probe_images=16, augment=("flips",))
+    assert plain.pca_augmented is None and flipped.pca == plain.pca
+    assert flipped.pca_augmented.mse != plain.pca.mse
+    assert Evaluation.from_json(flipped.to_json()).pca_augmented == flipped.pca_augmented
+    header, rows = curve_table(flipped)
+    assert header[-1] == "PCA MSE, augmented training images"
+    assert [row[-1] for row in rows] == [f"{m:.5f}" for m in flipped.pca_augmented.mse]
+    assert len(curve_table(plain)[0]) == len(header) - 1
 
 
 @settings(deadline=None, max_examples=20)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import attrs
 from attrs import validators as v
 
+from vle_kit.data import AUGMENTATIONS
 from vle_kit.slots import SLOTS
 
 
@@ -108,6 +109,8 @@ class TrainConfig:
         default="mse",  # so halving a small error counts as halving a large one; log_mse_image:
         validator=v.in_(("mse", "log_mse", "log_mse_image")))  # the mean of each image's log
     grad_clip: float = attrs.field(default=1.0, validator=v.ge(0))  # 0 turns clipping off
+    augment: tuple[str, ...] = attrs.field(  # flips: the square's 8 symmetries; channels:
+        default=(), validator=v.deep_iterable(v.in_(tuple(AUGMENTATIONS))))  # colour channel orders
     ema: float = attrs.field(  # > 0: an exponential moving average of the weights with this
         default=0.0, validator=[v.ge(0), v.lt(1)])  # decay is what is scored, evaluated, used
     log_every: int = attrs.field(default=25, validator=v.ge(1))

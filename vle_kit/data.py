@@ -8,10 +8,13 @@ broadcasting against images.
 
 from __future__ import annotations
 
+import itertools
+import math
 from typing import ClassVar
 
 import attrs
 import numpy as np
+import torch
 from torch import Tensor
 
 from vle_kit.errors import VleKitError
@@ -20,6 +23,42 @@ from vle_kit.errors import VleKitError
 def to_signed(images: Tensor) -> Tensor:
     """uint8 [0, 255] -> float [-1, 1], the range the model sees."""
     return images.float().div_(127.5).sub_(1)
+
+
+def square_symmetries(images: Tensor) -> list[Tensor]:
+    """The images under each of the 8 symmetries of the square: as they are, flipped left-right,
+    up-down, both, and each of those transposed."""
+    turned = [images, images.flip(-1), images.flip(-2), images.flip(-1).flip(-2)]
+    return turned + [t.transpose(-1, -2) for t in turned]
+
+
+def channel_orders(images: Tensor) -> list[Tensor]:
+    """The images with their colour channels in each order (6 for RGB): hues the training
+    images lack are trained on too."""
+    return [images[:, list(order)] for order in itertools.permutations(range(images.shape[1]))]
+
+
+AUGMENTATIONS = {"flips": square_symmetries, "channels": channel_orders}
+
+
+def augment(images: Tensor, names: tuple[str, ...], seed: int) -> Tensor:
+    """Each image under one version of each of AUGMENTATIONS `names` in turn, drawn per image
+    from `seed`: more distinct training images for sets as small as a few photographs."""
+    generator = torch.Generator().manual_seed(seed)
+    rows = torch.arange(images.shape[0])
+    for name in names:
+        versions = torch.stack(AUGMENTATIONS[name](images))
+        images = versions[torch.randint(len(versions), rows.shape, generator=generator), rows]
+    return images
+
+
+def augmented_orders(shape: tuple[int, ...], names: tuple[str, ...]) -> list[Tensor]:
+    """Every combination of AUGMENTATIONS `names` as a reordering of the flattened values of an
+    image of `shape` (C, H, W): image.flatten()[order] is that version of it."""
+    versions = [torch.arange(math.prod(shape)).view(1, *shape)]
+    for name in names:
+        versions = [v for u in versions for v in AUGMENTATIONS[name](u)]
+    return [v.flatten() for v in versions]
 
 
 def to_unit(x: Tensor) -> Tensor:

@@ -12,7 +12,7 @@ import torch
 from vle_kit import distributed, report, separation
 from vle_kit.adaptive import evaluate_adaptive
 from vle_kit.config import Recipe
-from vle_kit.data import ImageSet, to_signed, to_unit
+from vle_kit.data import ImageSet, augmented_orders, to_signed, to_unit
 from vle_kit.decomposition import collapse_share, count_accuracy, fg_ari
 from vle_kit.images import write_grid
 from vle_kit.model import VLE, Encoding
@@ -162,14 +162,24 @@ class PCA:
 
     @classmethod
     @torch.no_grad()
-    def fit(cls, train: torch.Tensor, components: int) -> PCA:
-        """Fit on uint8 images `train`, keeping `components`."""
+    def fit(cls, train: torch.Tensor, components: int, augment: tuple[str, ...] = ()) -> PCA:
+        """Fit on uint8 images `train`, keeping `components`; with `augment`, on the training
+        images under every combination of those augmentations, as a run with train.augment
+        sees them (from the stored images' moments, without making the copies)."""
         x = to_signed(train).flatten(1)
         mean = x.double().mean(0)
         x = x - mean.float()
         # float32 covariance and eigenvectors: the test MSE agrees with float64's to 1e-6 of
         # itself at 64..512 floats of shapes, and the fit takes a third less time
-        _, vectors = torch.linalg.eigh(x.T @ x)
+        covariance = x.T @ x / len(x)
+        if augment:  # a mixture's covariance: the versions' mean covariance, plus their means'
+            orders = augmented_orders(tuple(train.shape[1:]), augment)
+            means = torch.stack([mean[o] for o in orders])
+            spread = (means - means.mean(0)).float()
+            within = sum(covariance[o][:, o] for o in orders)
+            covariance = (within + spread.T @ spread) / len(orders)
+            mean = means.mean(0)
+        _, vectors = torch.linalg.eigh(covariance)
         return cls(mean, vectors.flip(1)[:, :components].double())
 
     @torch.no_grad()
@@ -204,10 +214,12 @@ def separation_numbers(probe: Encoded | None, probe_set: ImageSet, test: Encoded
 def evaluate(model: VLE, train_set: ImageSet, test_set: ImageSet, *, k: int,
              floats_per_token: int, device: torch.device, probe_images: int = 1000,
              recipe: str = "", data: str = "", max_error: tuple[float, ...] = (),
-             min_mask: float = 0.005) -> Evaluation | None:
+             min_mask: float = 0.005, augment: tuple[str, ...] = ()) -> Evaluation | None:
     """The VLE's prefix curve (first j of one k-token encoding, j = 1..k), the VLE asked for
     exactly j tokens, PCA; token separation; for models with masks, how they split the
-    scenes. Under torchrun every rank encodes its share; rank 0 alone returns the result."""
+    scenes; with `augment` (the run's train.augment), PCA fitted on the training images so
+    augmented too. Under torchrun every rank encodes its share; rank 0 alone returns the
+    result."""
     test = encode_all(model, test_set.images, k, device, test_set.objects)
     asked = [encode_all(model, test_set.images, j, device, score="last") for j in range(1, k)]
     asked_mse = torch.stack([test.mse[:, 0]] + [a.mse[:, -1] for a in asked] + [test.mse[:, -1]],
@@ -235,6 +247,11 @@ def evaluate(model: VLE, train_set: ImageSet, test_set: ImageSet, *, k: int,
                                                                         test_set.objects))
     adaptive = evaluate_adaptive(test.mse, test.ssim, asked_mse, test_set.images,
                                  test_set.objects, test.masks, max_error, min_mask)
+    pca_augmented = None
+    if augment:
+        fitted_augmented = PCA.fit(train_set.images, max(floats), augment)
+        augmented = scores(x, fitted_augmented.rebuild(test_set.images, floats))
+        pca_augmented = summary(augmented["mse"], augmented["ssim"])
     pca_with_masks = None
     if mask_floats:
         with_masks = scores(x, fitted.rebuild(test_set.images, counted))
@@ -245,7 +262,8 @@ def evaluate(model: VLE, train_set: ImageSet, test_set: ImageSet, *, k: int,
                       pca=summary(pca["mse"], pca["ssim"]),
                       separation=separation_numbers(probe, probe_set, test, test_set,
                                                     floats_per_token), masks=masks,
-                      adaptive=adaptive, mask_floats=mask_floats, pca_with_masks=pca_with_masks)
+                      adaptive=adaptive, mask_floats=mask_floats, pca_with_masks=pca_with_masks,
+                      pca_augmented=pca_augmented)
 
 
 @torch.no_grad()
@@ -289,7 +307,7 @@ def write_evaluation(model: VLE, recipe: Recipe, train_set: ImageSet, test_set: 
                       floats_per_token=recipe.model.token.floats, device=device,
                       probe_images=recipe.eval.probe_images, recipe=recipe.recipe.name,
                       data=recipe.data.use, max_error=recipe.eval.max_error,
-                      min_mask=recipe.eval.min_mask)
+                      min_mask=recipe.eval.min_mask, augment=recipe.train.augment)
     if result is None:
         return None
     folder.path.mkdir(parents=True, exist_ok=True)

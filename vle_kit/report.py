@@ -40,6 +40,8 @@ def write_curve_plot(result: Evaluation, title: str, path: Path) -> None:
     ax.plot(k, result.vle.mse, "o-", label="VLE, first k of K tokens")
     ax.plot(k, result.vle_asked_k.mse, "s--", label="VLE, asked for k tokens")
     ax.plot(k, result.pca.mse, "^:", label="PCA, same number of floats")
+    if result.pca_augmented is not None:
+        ax.plot(k, result.pca_augmented.mse, "v:", label="PCA of the augmented training images")
     ax.set_xticks(k)
     ax.legend()
     _save(fig, path)
@@ -174,12 +176,14 @@ def html_blocks(blocks: list[Block]) -> str:
 
 def curve_table(result: Evaluation) -> Table:
     """Every per-token number of one result."""
-    vle, asked, pca = result.vle, result.vle_asked_k, result.pca
+    vle, asked, pca, augmented = (result.vle, result.vle_asked_k, result.pca,
+                                  result.pca_augmented)
     return (["k", "floats", "MSE", "PSNR dB", "SSIM", "improved", "asked-k MSE", "PCA MSE",
-             "PCA SSIM"],
+             "PCA SSIM"] + (["PCA MSE, augmented training images"] if augmented else []),
             [[str(k), str(result.floats[i]), f"{vle.mse[i]:.5f}", f"{vle.psnr[i]:.2f}",
               f"{vle.ssim[i]:.3f}", f"{vle.improved[i]:.1%}", f"{asked.mse[i]:.5f}",
               f"{pca.mse[i]:.5f}", f"{pca.ssim[i]:.3f}"]
+             + ([f"{augmented.mse[i]:.5f}"] if augmented else [])
              for i, k in enumerate(result.tokens)])
 
 

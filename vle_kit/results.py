@@ -60,6 +60,7 @@ class Evaluation:
     adaptive: Adaptive | None = None  # each image as many tokens as it needs (adaptive.py)
     mask_floats: int = 0  # floats a token's mask adds when the masks look at the image (H x W)
     pca_with_masks: Curve | None = None  # PCA keeping the token's and the mask's floats
+    pca_augmented: Curve | None = None  # PCA fitted on the training images as train.augment
     format: int = FORMAT
 
     def to_json(self) -> str:
@@ -87,7 +88,8 @@ class Evaluation:
                                        "savings": [Saving(**s) for s in adaptive["savings"]]})
             return cls(**{**raw, "image": ImageShape(**raw["image"]),
                           **{c: Curve(**raw[c]) for c in ("vle", "vle_asked_k", "pca")},
-                          "pca_with_masks": _optional(Curve, raw.get("pca_with_masks")),
+                          **{c: _optional(Curve, raw.get(c))
+                             for c in ("pca_with_masks", "pca_augmented")},
                           "masks": _optional(MaskScores, raw.get("masks")), "adaptive": adaptive})
         except (KeyError, TypeError) as e:
             raise VleKitError(f"{where}: an incomplete eval.json ({e})") from None

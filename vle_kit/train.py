@@ -21,7 +21,7 @@ from tqdm import tqdm
 from vle_kit import checkpoint, distributed
 from vle_kit.build import build_mask_losses, build_model, load_data, select_device
 from vle_kit.config import Recipe
-from vle_kit.data import to_signed
+from vle_kit.data import augment, to_signed
 from vle_kit.errors import Interrupted, VleKitError
 from vle_kit.evaluate import encode_all, write_evaluation
 from vle_kit.host import host_info, keep_freed_memory
@@ -162,8 +162,11 @@ class Trainer:
         cfg, tokens = self.recipe.train, self.recipe.tokens
         draw = int(torch.randint(tokens.min, tokens.max + 1, (1,), generator=self.sampler))
         k = draw if k is None else k  # drawn either way: a fixed-K step keeps the sequence
-        x = to_signed(self.train_set.images[self.batches(self.step)]).to(
-            self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        images = self.train_set.images[self.batches(self.step)]
+        if cfg.augment:  # drawn from seed and step, so a resumed run draws the same
+            images = augment(images, cfg.augment, cfg.seed << 32 | self.step)
+        x = to_signed(images).to(self.device, non_blocking=True).contiguous(
+            memory_format=self.memory_format)
         self.net.train()
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
             out = self.net(x, k, progress=self.step / cfg.steps)
