@@ -100,6 +100,19 @@ def test_interrupt_then_resume_equals_an_uninterrupted_run(vanilla, tmp_path):
     assert rows(only_run(straight)) == rows(run)
 
 
+def stopped_and_resumed(recipe, registry, root, before: int, after: int) -> Trainer:
+    """A run trained `before` steps, saved, then resumed into a new Trainer for `after` more."""
+    stopped = Trainer(recipe, registry, RunDir.create(root, "stopped"))
+    for _ in range(before):
+        stopped.train_step()
+    stopped.save(score=False)
+    resumed = Trainer(recipe, registry, stopped.run)
+    resumed.restore(checkpoint.load(stopped.run.checkpoint))
+    for _ in range(after):
+        resumed.train_step()
+    return resumed
+
+
 def test_averaged_weights_follow_the_decay_survive_a_resume_and_are_what_a_run_is_used_with(
         vanilla, tmp_path):
     """train.ema: the average starts at the first step's weights, then moves by 1 - decay
@@ -123,14 +136,7 @@ def test_averaged_weights_follow_the_decay_survive_a_resume_and_are_what_a_run_i
     for w, u in zip(weights, unaveraged.model.parameters()):
         assert torch.equal(w, u)
 
-    stopped = Trainer(recipe, registry, RunDir.create(tmp_path, "stopped"))
-    for _ in range(2):
-        stopped.train_step()
-    stopped.save(score=False)
-    resumed = Trainer(recipe, registry, stopped.run)
-    resumed.restore(checkpoint.load(stopped.run.checkpoint))
-    for _ in range(2):
-        resumed.train_step()
+    resumed = stopped_and_resumed(recipe, registry, tmp_path, before=2, after=2)
     for a, b in zip(straight.averaged.module.parameters(), resumed.averaged.module.parameters()):
         assert torch.equal(a, b)
     for a, b in zip(straight.model.parameters(), resumed.model.parameters()):
@@ -151,13 +157,7 @@ def test_augmented_batches_are_a_function_of_the_step_so_a_resume_is_exact(vanil
     straight = Trainer(recipe, registry, RunDir.create(tmp_path, "straight"))
     for _ in range(3):
         straight.train_step()
-    stopped = Trainer(recipe, registry, RunDir.create(tmp_path, "stopped"))
-    stopped.train_step()
-    stopped.save(score=False)
-    resumed = Trainer(recipe, registry, stopped.run)
-    resumed.restore(checkpoint.load(stopped.run.checkpoint))
-    for _ in range(2):
-        resumed.train_step()
+    resumed = stopped_and_resumed(recipe, registry, tmp_path, before=1, after=2)
     for a, b in zip(straight.model.parameters(), resumed.model.parameters()):
         assert torch.equal(a, b)
     plain, _ = load_recipe(vanilla, TINY)

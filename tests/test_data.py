@@ -258,3 +258,19 @@ def test_augmented_orders_reorder_an_image_as_augmenting_does():
     assert len(orders) == 48
     for version, order in zip(versions, orders):
         assert torch.equal(image.flatten()[order], version.flatten())
+
+
+def test_a_ranks_share_of_a_batch_is_augmented_as_in_the_whole_batch():
+    """Under torchrun each rank augments its share; drawn for the whole batch at the rank's
+    places, the images are those one process would train on."""
+    from vle_kit.distributed import EpochBatches
+
+    images = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)
+    one = EpochBatches(64, 16, seed=3, ranks=(0, 1))
+    whole = augment(images[one(5)], ("flips", "channels"), 11, one.places(), 16)
+    for rank in range(2):
+        share = EpochBatches(64, 16, seed=3, ranks=(rank, 2))
+        assert torch.equal(share.places(), torch.arange(rank, 16, 2))
+        assert torch.equal(images[share(5)], images[one(5)][rank::2])
+        assert torch.equal(augment(images[share(5)], ("flips", "channels"), 11, share.places(),
+                                   16), whole[rank::2])

@@ -96,7 +96,10 @@ def test_channels_last_trains_to_the_same_weights(vanilla, tmp_path):
 
     trained = []
     for channels_last in (False, True):
-        recipe, registry = load_recipe(vanilla, TINY + [f"train.channels_last={channels_last}"
+        # the layout alone: with the recipe's flips, Adam's first steps on the linear maps'
+        # near-zero gradients magnify float differences (7e-5 here)
+        recipe, registry = load_recipe(vanilla, TINY + ["train.augment=[]",
+                                                        f"train.channels_last={channels_last}"
                                                         .lower()])
         trainer = Trainer(recipe, registry, RunDir(tmp_path))
         losses = [trainer.train_step()["loss"] for _ in range(3)]

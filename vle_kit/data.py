@@ -41,14 +41,19 @@ def channel_orders(images: Tensor) -> list[Tensor]:
 AUGMENTATIONS = {"flips": square_symmetries, "channels": channel_orders}
 
 
-def augment(images: Tensor, names: tuple[str, ...], seed: int) -> Tensor:
+def augment(images: Tensor, names: tuple[str, ...], seed: int,
+            places: Tensor | None = None, batch: int | None = None) -> Tensor:
     """Each image under one version of each of AUGMENTATIONS `names` in turn, drawn per image
-    from `seed`: more distinct training images for sets as small as a few photographs."""
+    from `seed`: more distinct training images for sets as small as a few photographs. The
+    draws are made for a whole batch of `batch` images, of which these are at `places`
+    (under torchrun each rank holds a share); by default the images are the whole batch."""
     generator = torch.Generator().manual_seed(seed)
     rows = torch.arange(images.shape[0])
+    places = rows if places is None else places
     for name in names:
         versions = torch.stack(AUGMENTATIONS[name](images))
-        images = versions[torch.randint(len(versions), rows.shape, generator=generator), rows]
+        drawn = torch.randint(len(versions), (batch or len(rows),), generator=generator)
+        images = versions[drawn[places], rows]
     return images
 
 

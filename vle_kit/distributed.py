@@ -121,6 +121,7 @@ class EpochBatches:
             raise VleKitError(f"train.batch: {batch} does not split evenly among {size} ranks")
         if count < batch:
             raise VleKitError(f"train.batch: {batch} is more than the {count} training images")
+        self.this, self.size = this, size
         self.per_rank, self.steps_per_epoch = batch // size, count // batch
         self.sampler = DistributedSampler(range(count), num_replicas=size, rank=this,
                                           shuffle=True, seed=seed, drop_last=True)
@@ -132,3 +133,8 @@ class EpochBatches:
             self.sampler.set_epoch(epoch)
             self.epoch, self.order = epoch, torch.tensor(list(self.sampler))
         return self.order[offset * self.per_rank:(offset + 1) * self.per_rank]
+
+    def places(self) -> torch.Tensor:
+        """Where this rank's images sit in the step's whole batch (the ranks interleave), so
+        what is drawn per image can be drawn for the whole batch and not depend on the ranks."""
+        return torch.arange(self.this, self.per_rank * self.size, self.size)

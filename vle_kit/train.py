@@ -164,7 +164,8 @@ class Trainer:
         k = draw if k is None else k  # drawn either way: a fixed-K step keeps the sequence
         images = self.train_set.images[self.batches(self.step)]
         if cfg.augment:  # drawn from seed and step, so a resumed run draws the same
-            images = augment(images, cfg.augment, cfg.seed << 32 | self.step)
+            images = augment(images, cfg.augment, cfg.seed << 32 | self.step,
+                             self.batches.places(), cfg.batch)
         x = to_signed(images).to(self.device, non_blocking=True).contiguous(
             memory_format=self.memory_format)
         self.net.train()
