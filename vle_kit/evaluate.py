@@ -153,6 +153,17 @@ def summary(mse: torch.Tensor, ssim: torch.Tensor) -> Curve:
                  improved=(mse[:, 1:] < mse[:, :-1]).float().mean(0).tolist())
 
 
+@torch.no_grad()
+def moments(train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (float64) and covariance of uint8 images `train`, flattened."""
+    x = to_signed(train).flatten(1)
+    mean = x.double().mean(0)
+    x = x - mean.float()
+    # float32 covariance and eigenvectors: the test MSE agrees with float64's to 1e-6 of
+    # itself at 64..512 floats of shapes, and the fit takes a third less time
+    return mean, x.T @ x / len(x)
+
+
 @attrs.frozen
 class PCA:
     """Principal components of a set of images, strongest first, to rebuild others from."""
@@ -166,14 +177,14 @@ class PCA:
         """Fit on uint8 images `train`, keeping `components`; with `augment`, on the training
         images under every combination of those augmentations, as a run with train.augment
         sees them (from the stored images' moments, without making the copies)."""
-        x = to_signed(train).flatten(1)
-        mean = x.double().mean(0)
-        x = x - mean.float()
-        # float32 covariance and eigenvectors: the test MSE agrees with float64's to 1e-6 of
-        # itself at 64..512 floats of shapes, and the fit takes a third less time
-        covariance = x.T @ x / len(x)
+        return cls.from_moments(*moments(train), components, tuple(train.shape[1:]), augment)
+
+    @classmethod
+    def from_moments(cls, mean: torch.Tensor, covariance: torch.Tensor, components: int,
+                     shape: tuple[int, ...], augment: tuple[str, ...] = ()) -> PCA:
+        """PCA of images of `shape` with these moments (see `moments`), optionally augmented."""
         if augment:  # a mixture's covariance: the versions' mean covariance, plus their means'
-            orders = augmented_orders(tuple(train.shape[1:]), augment)
+            orders = augmented_orders(shape, augment)
             means = torch.stack([mean[o] for o in orders])
             spread = (means - means.mean(0)).float()
             within = sum(covariance[o][:, o] for o in orders)
@@ -236,7 +247,8 @@ def evaluate(model: VLE, train_set: ImageSet, test_set: ImageSet, *, k: int,
     counted = [min(j * (floats_per_token + mask_floats), test_set.images[0].numel())
                for j in range(1, k + 1)]  # masks that saw the image count as floats too
     x = to_signed(test_set.images)
-    fitted = PCA.fit(train_set.images, max(counted))
+    stored = moments(train_set.images)  # fitted once, augmented from the same moments
+    fitted = PCA.from_moments(*stored, max(counted), (c, h, w))
     pca = scores(x, fitted.rebuild(test_set.images, floats))
     masks = None
     if test.masks is not None:
@@ -249,7 +261,7 @@ def evaluate(model: VLE, train_set: ImageSet, test_set: ImageSet, *, k: int,
                                  test_set.objects, test.masks, max_error, min_mask)
     pca_augmented = None
     if augment:
-        fitted_augmented = PCA.fit(train_set.images, max(floats), augment)
+        fitted_augmented = PCA.from_moments(*stored, max(floats), (c, h, w), augment)
         augmented = scores(x, fitted_augmented.rebuild(test_set.images, floats))
         pca_augmented = summary(augmented["mse"], augmented["ssim"])
     pca_with_masks = None
