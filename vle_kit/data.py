@@ -8,6 +8,7 @@ broadcasting against images.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from typing import ClassVar
@@ -48,13 +49,14 @@ def augment(images: Tensor, names: tuple[str, ...], seed: int,
     draws are made for a whole batch of `batch` images, of which these are at `places`
     (under torchrun each rank holds a share); by default the images are the whole batch."""
     generator = torch.Generator().manual_seed(seed)
-    rows = torch.arange(images.shape[0])
-    places = rows if places is None else places
-    for name in names:
-        versions = torch.stack(AUGMENTATIONS[name](images))
-        drawn = torch.randint(len(versions), (batch or len(rows),), generator=generator)
-        images = versions[drawn[places], rows]
-    return images
+    places = torch.arange(images.shape[0]) if places is None else places
+    shape = tuple(images.shape[1:])
+    version = torch.zeros(batch or images.shape[0], dtype=torch.long)
+    for name in names:  # the index into augmented_orders: the names' draws as mixed-radix digits
+        count = len(version_orders(shape, (name,)))
+        version = version * count + torch.randint(count, version.shape, generator=generator)
+    orders = version_orders(shape, names)[version[places]]
+    return images.flatten(1).gather(1, orders).view_as(images)
 
 
 def augmented_orders(shape: tuple[int, ...], names: tuple[str, ...]) -> list[Tensor]:
@@ -64,6 +66,13 @@ def augmented_orders(shape: tuple[int, ...], names: tuple[str, ...]) -> list[Ten
     for name in names:
         versions = [v for u in versions for v in AUGMENTATIONS[name](u)]
     return [v.flatten() for v in versions]
+
+
+@functools.cache
+def version_orders(shape: tuple[int, ...], names: tuple[str, ...]) -> Tensor:
+    """augmented_orders as one (versions, C * H * W) tensor, made once per shape: augmenting a
+    batch is then one gather, not every version of every image made and all but one dropped."""
+    return torch.stack(augmented_orders(shape, names))
 
 
 def to_unit(x: Tensor) -> Tensor:
