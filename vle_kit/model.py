@@ -58,6 +58,18 @@ def image_mse(a: Tensor, b: Tensor) -> Tensor:
     return (a - b).pow(2).flatten(1).mean(1)
 
 
+def stack_steps(images: list[Tensor]) -> Tensor:
+    """(B, C, H, W) images of successive steps as one (B, K, C, H, W) tensor, channels-last
+    ones stacked channels-last: a plain stack would move every value to channels-first, and
+    the loss on it would run on mismatched layouts (six times slower a stack at K = 8)."""
+    if len(images) == 1:
+        return images[0].unsqueeze(1)  # a view: nothing to copy
+    if images[0].is_contiguous() or not images[0].is_contiguous(
+            memory_format=torch.channels_last):
+        return torch.stack(images, 1)
+    return torch.stack([i.permute(0, 2, 3, 1) for i in images], 1).permute(0, 1, 4, 2, 3)
+
+
 def rms(x: Tensor) -> Tensor:
     """Root mean square per image (B, 1, 1, 1), kept away from zero."""
     return x.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt().clamp_min(1e-6)
@@ -113,8 +125,8 @@ class VLE(nn.Module):
             z, feat, memory, kl = self.next_token(x, state, memory)
             part, recon = self.explain(state, z, feat)
             tokens.append(z), parts.append(part), recons.append(recon), kls.append(kl)
-        return Output(torch.stack(tokens, 1), torch.stack(parts, 1), torch.stack(recons, 1),
-                      torch.stack(state.masks, 1) if state.masks else None,
+        return Output(torch.stack(tokens, 1), stack_steps(parts), stack_steps(recons),
+                      stack_steps(state.masks) if state.masks else None,
                       torch.stack(kls, 1) if self.gaussian else None)
 
     def next_token(self, x: Tensor, state: State, memory: object | None
@@ -187,9 +199,11 @@ class VLE(nn.Module):
                 mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Decode token z at step state.step into its part and the new reconstruction, and
         advance the state. `mask`, if given, replaces the saliency head's."""
-        gain = rms(z) if self.gain else 1.0
-        out, state.decoder_memory = self.decoder(z / gain, state, state.decoder_memory)
-        part, extra = out[:, :self.image_shape[0]] * gain, out[:, self.image_shape[0]:]
+        gain = rms(z) if self.gain else None
+        out, state.decoder_memory = self.decoder(z if gain is None else z / gain, state,
+                                                 state.decoder_memory)
+        part, extra = out[:, :self.image_shape[0]], out[:, self.image_shape[0]:]
+        part = part if gain is None else part * gain
         if mask is None:
             mask = self.saliency(state, feat, part, extra)
         recon = self.combiner(state, part, mask)
@@ -217,5 +231,5 @@ class VLE(nn.Module):
             part, recon = self.explain(state, tokens[:, t], None,
                                        None if self.saliency.from_tokens else masks[:, t])
             parts.append(part), recons.append(recon)
-        return Output(tokens, torch.stack(parts, 1), torch.stack(recons, 1),
-                      torch.stack(state.masks, 1) if state.masks else None)
+        return Output(tokens, stack_steps(parts), stack_steps(recons),
+                      stack_steps(state.masks) if state.masks else None)
