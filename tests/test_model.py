@@ -90,6 +90,19 @@ def test_more_tokens_than_trained_reuse_the_last_conditioning(vanilla):
     assert out.recons.shape[1] == 6 and torch.isfinite(out.recons).all()
 
 
+def three_steps(trainer) -> tuple[list[float], dict]:
+    return [trainer.train_step()["loss"] for _ in range(3)], trainer.model.state_dict()
+
+
+def assert_same_training(a: tuple[list[float], dict], b: tuple[list[float], dict], lr: float):
+    """The same losses, and weights within 1% of the learning rate (what an Adam step moves a
+    weight by): kernels round differently, and Adam's first steps magnify that where
+    gradients are near zero (1.3e-5 on an AVX-512 host)."""
+    (losses_a, weights_a), (losses_b, weights_b) = a, b
+    assert losses_a == pytest.approx(losses_b, rel=1e-5)
+    assert max((weights_a[k] - weights_b[k]).abs().max().item() for k in weights_a) < 0.01 * lr
+
+
 def test_channels_last_trains_to_the_same_weights(vanilla, tmp_path):
     from vle_kit.runs import RunDir
     from vle_kit.train import Trainer
@@ -101,12 +114,21 @@ def test_channels_last_trains_to_the_same_weights(vanilla, tmp_path):
         recipe, registry = load_recipe(vanilla, TINY + ["train.augment=[]",
                                                         f"train.channels_last={channels_last}"
                                                         .lower()])
-        trainer = Trainer(recipe, registry, RunDir(tmp_path))
-        losses = [trainer.train_step()["loss"] for _ in range(3)]
-        trained.append((losses, trainer.model.state_dict()))
-    (plain_losses, plain), (fast_losses, fast) = trained
-    assert plain_losses == pytest.approx(fast_losses, rel=1e-5)
-    assert max((plain[k] - fast[k]).abs().max().item() for k in plain) < 1e-5
+        trained.append(three_steps(Trainer(recipe, registry, RunDir(tmp_path))))
+    assert_same_training(*trained, recipe.train.lr)
+
+
+def test_the_fused_optimiser_trains_to_the_weights_of_the_per_tensor_one(vanilla, tmp_path):
+    from vle_kit.runs import RunDir
+    from vle_kit.train import Trainer
+
+    recipe, registry = load_recipe(vanilla, TINY)
+    fused, plain = Trainer(recipe, registry, RunDir(tmp_path)), Trainer(recipe, registry,
+                                                                        RunDir(tmp_path))
+    assert fused.optimizer.defaults["fused"]
+    plain.optimizer = torch.optim.AdamW(plain.model.parameters(), lr=recipe.train.lr,
+                                        weight_decay=0.0, foreach=False)
+    assert_same_training(three_steps(fused), three_steps(plain), recipe.train.lr)
 
 
 DECODERS = [["model.decoder={use='plain'}"],  # whole tables: vanilla.toml's has step_film
