@@ -180,13 +180,14 @@ def hand_written_step(trainer: Trainer):
 
 
 def overhead(path: Path, overrides: list[str], repeats: int) -> dict:
-    """vle_kit with K = 1 against hand_written_step (gain, log-MSE and the weights' average
-    off, so that both train the same network on the same loss and do the same work), a step
+    """vle_kit with K = 1 against hand_written_step (gain, log-MSE, the weights' average and
+    augmentation off, so that both train the same network on the same loss and do the same
+    work), a step
     of each in turn, the first of a pair alternating: the median of the pairs' time ratios,
     so that noise lasting longer than a step (other tenants) cancels out of the figure."""
     trainer = trainer_for(path, overrides + ["model.memory={use='none'}", "tokens.max=1",
                                              "model.token.gain=false", "train.loss='mse'",
-                                             "train.ema=0"])
+                                             "train.ema=0", "train.augment=[]"])
     steps = {"framework": lambda: trainer.train_step(1), "hand": hand_written_step(trainer)}
     times = {name: [] for name in steps}
     for i in range(2 + 6 * repeats):
