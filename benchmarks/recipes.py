@@ -2,12 +2,14 @@
 tabulate their per-token curves beside PCA, over one or more seeds.
 
     python -m benchmarks.recipes recipes/vanilla.toml [more recipes] [--seeds 0 1 2]
-        [--set KEY=VALUE ...] [--name NAME] [--photos] [--isa avx2] [--parallel] [--add]
+        [--set KEY=VALUE ...] [--name NAME] [--photos [--stride N]] [--isa avx2] [--parallel]
+        [--add]
 
 Each run is a `vle-kit run` in a process of its own, timed from start to end (training and
 evaluation). `--seeds` changes train.seed (initial weights and batch order; the data stay the
 same); `--photos` trains and tests on real photographs (benchmarks/photos.py: patches of
-different photographs on each side); `--isa avx2` runs under the AVX2 kernels; `--add` keeps
+different photographs on each side, one every `--stride` pixels, 12 by default: set
+data.train to match a smaller stride); `--isa avx2` runs under the AVX2 kernels; `--add` keeps
 the entry's runs of other seeds (a timed seed-0 run, then `--seeds 1 2 --parallel --add`). Prints
 a table per entry (mean over seeds, and the spread where there are several) and updates
 benchmarks/results/recipes.json (entries of other names are kept).
@@ -141,6 +143,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--name", help="the entry's name in recipes.json (the recipe's)")
     parser.add_argument("--photos", action="store_true", help="real photographs, not shapes")
+    parser.add_argument("--stride", type=int, default=12,
+                        help="pixels between the photographs' patches (with --photos)")
     parser.add_argument("--isa", choices=("native", "avx2"), default="native")
     parser.add_argument("--parallel", action="store_true",
                         help="two runs at a time, one thread each (quality only, no timing)")
@@ -150,8 +154,8 @@ def main(argv: list[str] | None = None) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     overrides = list(args.overrides)
     if args.photos:
-        root = Path(tempfile.mkdtemp(prefix="vle_photos_"))
-        write_patches(root)
+        root = Path(tempfile.mkdtemp(prefix=f"vle_photos_stride{args.stride}_"))  # in overrides
+        write_patches(root, stride=args.stride)
         overrides = PHOTOS + [f"data.root='{root}'"] + overrides
     out = RESULTS / "recipes.json"
     for recipe in args.recipes:
