@@ -31,7 +31,8 @@ ZERO_AT = {"binarize": binary_stacks(), "coverage": partitions(),
            "smoothness": mask_stacks(kinds=("zeros", "ones", "collapse")),
            "piecewise_constant": painted_partitions(),
            "sparsity": mask_stacks(kinds=("zeros",)),
-           "claimed_area": mask_stacks(k=(1, 1))}
+           "claimed_area": mask_stacks(k=(1, 1)),
+           "sliver": mask_stacks(kinds=("zeros", "ones", "collapse"))}
 
 
 @pytest.mark.parametrize("name", REGISTRY.names("mask_loss"))
@@ -133,3 +134,22 @@ def test_sparsity_counts_non_empty_masks_and_pushes_slivers_away():
     masks = sliver.clone().requires_grad_(True)
     loss(masks, None).backward()
     assert masks.grad[0, 2].sum() > masks.grad[0, 0].sum() > 0, "small masks are pushed hardest"
+
+
+def test_sliver_prices_a_ring_by_its_area_and_a_disc_by_its_corners():
+    from vle_kit_plugins.loss_sliver import SliverLoss
+
+    loss = SliverLoss(SliverLoss.Config())
+    y, x = torch.meshgrid(torch.arange(20), torch.arange(20), indexing="ij")
+    distance = (y - 10) ** 2 + (x - 10) ** 2
+    disc, ring = torch.zeros(2, 1, 2, 1, 20, 20)
+    disc[0, 0, 0] = (distance <= 25).float()
+    ring[0, 0, 0] = ((distance >= 36) & (distance <= 49)).float()  # one or two pixels wide
+    assert loss(ring, None).item() == pytest.approx(ring.mean().item())  # all of it
+    assert loss(disc, None).item() < 0.1 * disc.mean().item()
+    edge = torch.zeros(1, 1, 1, 20, 20)
+    edge[..., :, :4] = 1  # a band along the image's edge, four pixels wide: no sliver
+    assert loss(edge, None).item() == 0
+    masks = ring.clone().requires_grad_(True)
+    loss(masks, None).backward()
+    assert (masks.grad[ring > 0] > 0).all(), "a ring's pixels are all pushed down"

@@ -1,0 +1,32 @@
+"""`sliver`: the share of each mask that a 3 x 3 morphological opening (erosion, then
+dilation) removes. Rings and strips a pixel or two wide, which middle tokens take around
+objects earlier tokens drew (masks.png of `inherent`), cost their whole area; compact regions
+cost only their corners, an empty or a full mask nothing. Where `sparsity` counts small masks,
+this prices thin ones, so a token does better claiming a whole object or nothing.
+
+Erosion and dilation are max-pools (of the negated mask, then of the eroded one), padded so
+the image's edge erodes nothing: the background touching the border is not a sliver.
+"""
+
+import torch.nn.functional as F
+
+from vle_kit import hookimpl
+from vle_kit.interfaces import MaskLoss
+
+
+def opening(masks):
+    """(N, 1, H, W) -> the 3 x 3 opening: the largest mask that is a union of 3 x 3 squares
+    below `masks` (grey-level: min over each square, then max)."""
+    eroded = -F.max_pool2d(-masks, 3, stride=1, padding=1)
+    return F.max_pool2d(eroded, 3, stride=1, padding=1)
+
+
+class SliverLoss(MaskLoss):
+    def forward(self, masks, images):
+        m = masks.flatten(0, 1)  # (B * K, 1, H, W); masks are in [0, 1]
+        return (m - opening(m)).mean()
+
+
+@hookimpl
+def register_mask_losses(register):
+    register("sliver", SliverLoss)
