@@ -32,7 +32,8 @@ ZERO_AT = {"binarize": binary_stacks(), "coverage": partitions(),
            "piecewise_constant": painted_partitions(),
            "sparsity": mask_stacks(kinds=("zeros",)),
            "claimed_area": mask_stacks(k=(1, 1)),
-           "sliver": mask_stacks(kinds=("zeros", "ones", "collapse"))}
+           "sliver": mask_stacks(kinds=("zeros", "ones", "collapse")),
+           "area_cap": mask_stacks(kinds=("zeros",))}
 
 
 @pytest.mark.parametrize("name", REGISTRY.names("mask_loss"))
@@ -153,3 +154,19 @@ def test_sliver_prices_a_ring_by_its_area_and_a_disc_by_its_corners():
     masks = ring.clone().requires_grad_(True)
     loss(masks, None).backward()
     assert (masks.grad[ring > 0] > 0).all(), "a ring's pixels are all pushed down"
+
+
+def test_area_cap_prices_the_collapse_and_not_one_object_a_token():
+    from vle_kit_plugins.loss_area_cap import AreaCapLoss
+
+    loss = AreaCapLoss(AreaCapLoss.Config(cap=0.5))
+    objects = torch.zeros(1, 4, 1, 10, 10)
+    objects[0, 0, :, :3, :3] = objects[0, 1, :, 5:, 5:] = 1  # two objects
+    objects[0, 3] = 1 - objects[0, 0] - objects[0, 1]  # the last token: the background
+    assert loss(objects, None).item() == 0
+    collapse = torch.zeros(1, 4, 1, 10, 10)
+    collapse[0, 0] = 1  # the first mask takes the image
+    assert loss(collapse, None).item() == pytest.approx(0.5 / 3)
+    masks = collapse.clone().requires_grad_(True)
+    loss(masks, None).backward()
+    assert (masks.grad[0, 0] > 0).all() and (masks.grad[0, 1:] == 0).all()
