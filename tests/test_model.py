@@ -131,6 +131,26 @@ def test_the_fused_optimiser_trains_to_the_weights_of_the_per_tensor_one(vanilla
     assert_same_training(three_steps(fused), three_steps(plain), recipe.train.lr)
 
 
+def test_a_checkpoint_of_an_unfused_optimiser_resumes_fused(vanilla, tmp_path):
+    """Checkpoints from before the fused optimiser (or from a device without it) keep their
+    optimiser's moments; the kernel is chosen by the machine that resumes."""
+    from vle_kit.runs import RunDir
+    from vle_kit.train import Trainer
+
+    recipe, registry = load_recipe(vanilla, TINY)
+    saver = Trainer(recipe, registry, RunDir(tmp_path))
+    saver.train_step()
+    state = saver.state()
+    for group in state["optimizer"]["param_groups"]:
+        group["fused"] = None
+    resumed = Trainer(recipe, registry, RunDir(tmp_path))
+    resumed.restore(state)
+    assert all(group["fused"] for group in resumed.optimizer.param_groups)
+    moments = resumed.optimizer.state_dict()["state"][0]["exp_avg"]
+    assert torch.equal(moments, saver.optimizer.state_dict()["state"][0]["exp_avg"])
+    resumed.train_step()
+
+
 DECODERS = [["model.decoder={use='plain'}"],  # whole tables: vanilla.toml's has step_film
             ["model.decoder={use='plain', step_film=true}"],
             ["model.decoder={use='plain', step_film=true, linear=true}"],

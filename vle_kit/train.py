@@ -128,6 +128,8 @@ class Trainer:
             self.averaged.module.load_state_dict(state["averaged"])
             self.averaged.n_averaged.fill_(state["averaged_count"])
         self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:  # the kernel is this machine's, not the saver's
+            group["fused"] = self.optimizer.defaults["fused"]
         self.sampler.set_state(state["sampler"])
         checkpoint.set_rng_state(state["rng"])
         self.step, self.best = state["step"], state["best"]
