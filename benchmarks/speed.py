@@ -182,9 +182,8 @@ def hand_written_step(trainer: Trainer):
 def overhead(path: Path, overrides: list[str], repeats: int) -> dict:
     """vle_kit with K = 1 against hand_written_step (gain, log-MSE, the weights' average and
     augmentation off, so that both train the same network on the same loss and do the same
-    work), a step
-    of each in turn, the first of a pair alternating: the median of the pairs' time ratios,
-    so that noise lasting longer than a step (other tenants) cancels out of the figure."""
+    work), a step of each in turn, the first of a pair alternating: the median of the pairs'
+    time ratios, so that noise lasting longer than a step (other tenants) cancels out."""
     trainer = trainer_for(path, overrides + ["model.memory={use='none'}", "tokens.max=1",
                                              "model.token.gain=false", "train.loss='mse'",
                                              "train.ema=0", "train.augment=[]"])
