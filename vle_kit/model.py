@@ -62,12 +62,12 @@ def stack_steps(images: list[Tensor]) -> Tensor:
     """(B, C, H, W) images of successive steps as one (B, K, C, H, W) tensor, channels-last
     ones stacked channels-last: a plain stack would move every value to channels-first, and
     the loss on it would run on mismatched layouts (six times slower a stack at K = 8)."""
+    first = images[0]
     if len(images) == 1:
-        return images[0].unsqueeze(1)  # a view: nothing to copy
-    if images[0].is_contiguous() or not images[0].is_contiguous(
-            memory_format=torch.channels_last):
-        return torch.stack(images, 1)
-    return torch.stack([i.permute(0, 2, 3, 1) for i in images], 1).permute(0, 1, 4, 2, 3)
+        return first.unsqueeze(1)  # a view: nothing to copy
+    if first.is_contiguous(memory_format=torch.channels_last) and not first.is_contiguous():
+        return torch.stack([i.permute(0, 2, 3, 1) for i in images], 1).permute(0, 1, 4, 2, 3)
+    return torch.stack(images, 1)
 
 
 def rms(x: Tensor) -> Tensor:
