@@ -7,7 +7,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sklearn.metrics import adjusted_rand_score
 
-from vle_kit.decomposition import collapse_share, count_accuracy, fg_ari, with_leftover
+from vle_kit.decomposition import (
+    collapse_share,
+    count_accuracy,
+    fg_ari,
+    merged_share,
+    with_leftover,
+)
 
 
 @given(st.integers(0, 2**32 - 1), st.integers(1, 4), st.integers(1, 5), st.integers(1, 3))
@@ -76,3 +82,26 @@ def test_a_partition_then_empty_masks_scores_one_and_slivers_score_lower():
     slivers[0, 2, 0, :, 7] = 0
     slivers[0, 4, 0, 4:, 7] = 1
     assert count_accuracy(slivers, ids) < 1.0 and fg_ari(slivers, ids).item() < 1.0
+
+
+def test_merged_share_counts_the_objects_a_mask_took_together():
+    ids = torch.zeros(1, 1, 6, dtype=torch.long)
+    ids[0, 0, :2], ids[0, 0, 2:4], ids[0, 0, 4] = 1, 2, 3  # pixel 5 is background
+    separate = (ids[0] == torch.arange(4)[:, None, None]).float()[None, :, None]
+    assert merged_share(separate, ids) == 0.0
+    together = separate.clone()
+    together[0, 1] += together[0, 2]  # objects 1 and 2 in one mask
+    together[0, 2] = 0
+    assert merged_share(together, ids) == pytest.approx(2 / 3)
+    assert merged_share(torch.ones(1, 1, 1, 1, 6), ids) == 1.0  # the collapse: all in one
+
+
+@given(st.integers(0, 2**32 - 1), st.integers(0, 4), st.integers(1, 5), st.integers(1, 3))
+def test_merged_share_is_a_share_and_zero_when_each_object_has_its_own_mask(seed, objects, k,
+                                                                             n):
+    rng = np.random.default_rng(seed)
+    ids = torch.from_numpy(rng.integers(0, objects + 1, (n, 6, 6)))
+    masks = torch.from_numpy(rng.random((n, k, 1, 6, 6), dtype=np.float32)) / k
+    assert 0.0 <= merged_share(masks, ids) <= 1.0
+    own = (ids[:, None] == torch.arange(objects + 1)[:, None, None]).float()[:, :, None]
+    assert merged_share(own, ids) == 0.0

@@ -2,6 +2,7 @@
 
 import json
 
+import attrs
 import numpy as np
 import pytest
 import torch
@@ -263,6 +264,20 @@ def test_masks_that_look_at_the_image_are_counted_beside_pca(vanilla, head, coun
     assert (result.pca_with_masks is not None) is counted
     if counted:  # 64 + 256 floats a token: PCA keeps more, so it is closer
         assert all(a <= b for a, b in zip(result.pca_with_masks.mse, result.pca.mse))
+
+
+def test_a_mask_model_on_scenes_is_scored_on_how_it_splits_them(vanilla):
+    from vle_kit.build import load_data
+    from vle_kit.evaluate import evaluate
+
+    recipe, registry = load_recipe(vanilla, TINY + ["model.saliency.use=inherent",
+                                                    "model.combiner.use=masked_fill"])
+    train_set, test_set = load_data(recipe, registry)
+    result = evaluate(build_model(recipe, registry), train_set, test_set, k=3,
+                      floats_per_token=64, device=torch.device("cpu"), probe_images=16)
+    scores = attrs.asdict(result.masks)
+    assert set(scores) == {"collapse_share", "fg_ari", "count_accuracy", "merged_share"}
+    assert all(0 <= v <= 1 for v in scores.values())
 
 
 @pytest.mark.parametrize("names", [("flips",), ("channels",), ("flips", "channels")])

@@ -1,14 +1,26 @@
-"""How well masks split a scene into its objects: FG-ARI, object count, the collapse pattern."""
+"""How well masks split a scene into its objects: FG-ARI, object count, merged objects, the
+collapse pattern."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
 def with_leftover(masks: Tensor) -> Tensor:
     """(N, K, 1, H, W) masks -> (N, K + 1, 1, H, W): the last is what no mask claimed."""
     return torch.cat([masks, (1 - masks.sum(1, keepdim=True)).clamp_min(0)], 1)
+
+
+def overlaps(masks: Tensor, objects: Tensor) -> Tensor:
+    """(N, G, K + 1): how many foreground pixels of object g (g = 0, the background, counts
+    none) each mask, or the leftover, wins the per-pixel argmax of."""
+    pred = with_leftover(masks).argmax(1)[:, 0]  # (N, H, W)
+    n, p = masks.shape[0], masks.shape[1] + 1
+    g = int(objects.max()) + 1
+    flat = (torch.arange(n)[:, None, None] * g + objects) * p + pred
+    return torch.bincount(flat[objects > 0], minlength=n * g * p).view(n, g, p).double()
 
 
 def fg_ari(masks: Tensor, objects: Tensor) -> Tensor:
@@ -19,11 +31,7 @@ def fg_ari(masks: Tensor, objects: Tensor) -> Tensor:
     added).
     objects: (N, H, W) integer ids, 0 = background.
     """
-    pred = with_leftover(masks).argmax(1)[:, 0]  # (N, H, W)
-    n, p = masks.shape[0], masks.shape[1] + 1
-    g = int(objects.max()) + 1
-    flat = (torch.arange(n)[:, None, None] * g + objects) * p + pred
-    counts = torch.bincount(flat[objects > 0], minlength=n * g * p).view(n, g, p).double()
+    counts = overlaps(masks, objects)
 
     def pairs(x: Tensor) -> Tensor:
         return (x * (x - 1)).flatten(1).sum(1)
@@ -36,6 +44,17 @@ def fg_ari(masks: Tensor, objects: Tensor) -> Tensor:
     ari = (index - expected) / (best - expected)
     ari = torch.where(best == expected, torch.ones_like(ari), ari)
     return torch.where(total > 0, ari, torch.full_like(ari, float("nan")))
+
+
+def merged_share(masks: Tensor, objects: Tensor) -> float:
+    """Share of the objects whose main mask (the one holding most of their pixels) is also
+    another object's main mask in the same image: objects a token took together. FG-ARI falls
+    both for these and for objects split across tokens; this tells the merges apart."""
+    counts = overlaps(masks, objects)[:, 1:]  # (N, G - 1, K + 1), objects only
+    present = counts.sum(2) > 0
+    main = F.one_hot(counts.argmax(2), counts.shape[2]) * present[..., None]
+    shared = (main.sum(1, keepdim=True) * main).sum(2) > 1  # (N, G - 1)
+    return (shared.sum() / present.sum().clamp_min(1)).item()
 
 
 def mask_area(masks: Tensor) -> Tensor:

@@ -13,7 +13,7 @@ from vle_kit import distributed, report, separation
 from vle_kit.adaptive import evaluate_adaptive
 from vle_kit.config import Recipe
 from vle_kit.data import ImageSet, augmented_orders, to_signed, to_unit
-from vle_kit.decomposition import collapse_share, count_accuracy, fg_ari
+from vle_kit.decomposition import collapse_share, count_accuracy, fg_ari, merged_share
 from vle_kit.images import write_grid
 from vle_kit.model import VLE, Encoding
 from vle_kit.recipe import dump_recipe
@@ -254,9 +254,10 @@ def evaluate(model: VLE, train_set: ImageSet, test_set: ImageSet, *, k: int,
     if test.masks is not None:
         masks = MaskScores(collapse_share=collapse_share(test.masks))
         if test_set.objects is not None:
-            masks = attrs.evolve(masks, fg_ari=fg_ari(test.masks, test_set.objects).nanmean()
-                                 .item(), count_accuracy=count_accuracy(test.masks,
-                                                                        test_set.objects))
+            objects = test_set.objects
+            masks = attrs.evolve(masks, fg_ari=fg_ari(test.masks, objects).nanmean().item(),
+                                 count_accuracy=count_accuracy(test.masks, objects),
+                                 merged_share=merged_share(test.masks, objects))
     adaptive = evaluate_adaptive(test.mse, test.ssim, asked_mse, test_set.images,
                                  test_set.objects, test.masks, max_error, min_mask)
     pca_augmented = None

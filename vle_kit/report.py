@@ -281,7 +281,9 @@ def verdict(result: Evaluation) -> str:
              + f" (each token improves at least {worst:.0%} of images)"]
     if result.masks is not None and result.masks.fg_ari is not None:
         parts.append(f"FG-ARI {result.masks.fg_ari:.2f}, count accuracy "
-                     f"{result.masks.count_accuracy:.2f}")
+                     f"{result.masks.count_accuracy:.2f}"
+                     + ("" if result.masks.merged_share is None else
+                        f", {result.masks.merged_share:.0%} of objects share a token"))
     return "; ".join(parts) + "."
 
 

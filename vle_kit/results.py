@@ -31,6 +31,7 @@ class MaskScores:
     collapse_share: float
     fg_ari: float | None = None  # where the data has object ids
     count_accuracy: float | None = None
+    merged_share: float | None = None  # objects whose main mask is another object's too
 
 
 @attrs.frozen(kw_only=True)
