@@ -149,6 +149,18 @@ def test_averaged_weights_follow_the_decay_survive_a_resume_and_are_what_a_run_i
         assert torch.allclose(e, u, atol=1e-6)
 
 
+def test_k_is_drawn_by_its_weights_and_a_resume_draws_the_same(vanilla, tmp_path):
+    """tokens.weights: a K of weight 0 is never drawn, and the draws, like the uniform ones,
+    come from the run's own generator, so a resumed run trains the same weights."""
+    recipe, registry = load_recipe(vanilla, TINY + ["tokens.weights=[1, 0, 3]"])  # K = 1..3
+    straight = Trainer(recipe, registry, RunDir.create(tmp_path, "straight"))
+    drawn = [straight.train_step()["k"] for _ in range(8)]
+    assert 2 not in drawn and set(drawn) <= {1, 3}
+    resumed = stopped_and_resumed(recipe, registry, tmp_path, before=3, after=5)
+    for a, b in zip(straight.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b)
+
+
 def test_augmented_batches_are_a_function_of_the_step_so_a_resume_is_exact(vanilla, tmp_path):
     """train.augment changes each training image by what it draws from the seed and the step:
     a run stopped and resumed trains the same weights as a straight one, and not the weights

@@ -8,6 +8,7 @@ Which slots a table holds comes from the slot table (vle_kit/slots.py), not from
 from __future__ import annotations
 
 import attrs
+import torch
 from attrs import validators as v
 
 from vle_kit.data import AUGMENTATIONS
@@ -84,12 +85,31 @@ class ModelConfig:
     token: TokenConfig = attrs.field(factory=TokenConfig)
 
 
+def _one_weight_per_k(instance, attribute, value):
+    if not value:
+        return
+    ks = instance.max - instance.min + 1
+    if len(value) != ks:
+        raise ValueError(f"needs one weight for each K from min to max ({ks}), got {len(value)}")
+    if any(w < 0 for w in value) or sum(value) <= 0:
+        raise ValueError(f"must be at least 0 with a positive sum, got {list(value)}")
+
+
 @attrs.frozen(kw_only=True)
 class TokensConfig:
-    """[tokens]: K is drawn uniformly from [min, max] at each training step."""
+    """[tokens]: K is drawn from [min, max] at each training step, uniformly unless `weights`
+    gives each K its relative chance (e.g. short encodings rarely)."""
 
     min: int = attrs.field(default=1, validator=v.ge(1))
     max: int = attrs.field(default=8, validator=[v.ge(1), _at_least_field("min")])
+    weights: tuple[float, ...] = attrs.field(default=(), validator=_one_weight_per_k)
+
+    def draw(self, generator: torch.Generator) -> int:
+        """The K of one training step."""
+        if not self.weights:
+            return int(torch.randint(self.min, self.max + 1, (1,), generator=generator))
+        chances = torch.tensor(self.weights, dtype=torch.float64)
+        return self.min + int(torch.multinomial(chances, 1, generator=generator))
 
 
 @attrs.frozen(kw_only=True)

@@ -161,10 +161,10 @@ class Trainer:
         return measured
 
     def train_step(self, k: int | None = None) -> dict[str, float]:
-        """One optimiser step with K = k tokens (drawn from [tokens.min, tokens.max] if None).
+        """One optimiser step with K = k tokens (drawn as [tokens] says if None).
         Returns what it logs: the loss, K and the loss terms."""
-        cfg, tokens = self.recipe.train, self.recipe.tokens
-        draw = int(torch.randint(tokens.min, tokens.max + 1, (1,), generator=self.sampler))
+        cfg = self.recipe.train
+        draw = self.recipe.tokens.draw(self.sampler)
         k = draw if k is None else k  # drawn either way: a fixed-K step keeps the sequence
         images = self.train_set.images[self.batches(self.step)]
         if cfg.augment:  # drawn from seed and step, so a resumed run draws the same
