@@ -33,7 +33,8 @@ ZERO_AT = {"binarize": binary_stacks(), "coverage": partitions(),
            "sparsity": mask_stacks(kinds=("zeros",)),
            "claimed_area": mask_stacks(k=(1, 1)),
            "sliver": mask_stacks(kinds=("zeros", "ones", "collapse")),
-           "area_cap": mask_stacks(kinds=("zeros",))}
+           "area_cap": mask_stacks(kinds=("zeros",)),
+           "speck": mask_stacks(kinds=("zeros", "ones", "collapse"))}
 
 
 @pytest.mark.parametrize("name", REGISTRY.names("mask_loss"))
@@ -170,3 +171,24 @@ def test_area_cap_prices_the_collapse_and_not_one_object_a_token():
     masks = collapse.clone().requires_grad_(True)
     loss(masks, None).backward()
     assert (masks.grad[0, 0] > 0).all() and (masks.grad[0, 1:] == 0).all()
+
+
+def test_speck_prices_small_masks_and_neither_an_empty_one_nor_an_object():
+    from vle_kit_plugins.loss_speck import SpeckLoss
+
+    loss = SpeckLoss(SpeckLoss.Config(size=0.02))
+    objects = torch.zeros(1, 4, 1, 20, 20)  # 400 pixels: an object of 40, then two empty
+    objects[0, 0, :, :5, :8] = 1
+    objects[0, 3] = 1 - objects[0, 0]  # the last: the background
+    assert loss(objects, None).item() == 0
+    specks = objects.clone()
+    specks[0, 1, :, 10:12, 10:12] = 1  # four pixels: 1% of the image, the peak of the cost
+    assert loss(specks, None).item() == pytest.approx(1 / 4)
+    masks = specks.clone().requires_grad_(True)
+    loss(masks, None).backward()
+    assert (masks.grad[0, 1] == 0).all(), "at the peak, neither grown nor shrunk"
+    smaller = objects.clone()
+    smaller[0, 1, :, 10, 10:12] = 1  # two pixels: pushed to empty
+    masks = smaller.clone().requires_grad_(True)
+    loss(masks, None).backward()
+    assert (masks.grad[0, 1] > 0).all() and (masks.grad[0, 0] == 0).all()
