@@ -107,13 +107,12 @@ def table(name: str, entries: list[dict]) -> str:
               + (["PCA MSE, augmented", "prefix / it"] if augmented else [])
               + ["improved (worst seed)"], rows)]
     if first.masks is not None and first.masks.fg_ari is not None:
+        merged = [r.masks.merged_share for r in results]  # None in runs from before it
         lines.append(f"FG-ARI {spread([r.masks.fg_ari for r in results], 3)}, count accuracy "
                      f"{spread([r.masks.count_accuracy for r in results], 3)}, "
-                     + (f"merged objects {spread([r.masks.merged_share for r in results], 3)}, "
-                        if all(r.masks.merged_share is not None for r in results) else "")
-                     + f"collapse "
-                     f"{spread([r.masks.collapse_share for r in results], 3)}, largest "
-                     f"off-diagonal token similarity "
+                     + ("" if None in merged else f"merged objects {spread(merged, 3)}, ")
+                     + f"collapse {spread([r.masks.collapse_share for r in results], 3)}, "
+                     f"largest off-diagonal token similarity "
                      f"{spread([most_similar(r) for r in results], 3)}")
     return markdown(lines)
 
