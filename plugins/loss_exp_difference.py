@@ -22,6 +22,7 @@ class ExpDifferenceConfig(MaskLossConfig):
 
 class ExpDifferenceLoss(MaskLoss):
     Config = ExpDifferenceConfig
+    min_tokens = 2  # a mask is compared with those before it
 
     def difference(self, a, b):
         """(B, T, 1, H, W) pairs -> (B, T) differences in [0, 1]."""
@@ -31,8 +32,6 @@ class ExpDifferenceLoss(MaskLoss):
         return squared.sum(2) / (a + b).flatten(2).sum(2).clamp_min(1.0)
 
     def forward(self, masks, images):
-        if masks.shape[1] < 2:
-            return masks.sum() * 0
         m = masks.clamp(0, 1)
         current, previous = m[:, 1:], m[:, :-1]
         before = m.cumsum(1)[:, :-1].clamp(max=1)

@@ -140,13 +140,21 @@ class MaskLossConfig:
 
 class MaskLoss(nn.Module):
     """A penalty on the stack of masks (B, K, 1, H, W), which may look at the images
-    (B, C, H, W) in [-1, 1] the masks were made for; returns a scalar."""
+    (B, C, H, W) in [-1, 1] the masks were made for; returns a scalar. A loss about how masks
+    relate (to the previous one, to the last token's) sets `min_tokens`: on a stack of fewer
+    masks it is zero, and its forward never sees one."""
 
     Config: ClassVar[type] = MaskLossConfig
+    min_tokens: ClassVar[int] = 1
 
     def __init__(self, cfg):
         super().__init__()
         self.cfg = cfg
+
+    def __call__(self, masks: Tensor, images: Tensor) -> Tensor:
+        if masks.shape[1] < self.min_tokens:
+            return masks.sum() * 0  # zero, still a function of the masks
+        return super().__call__(masks, images)
 
     def forward(self, masks: Tensor, images: Tensor) -> Tensor:
         raise NotImplementedError
