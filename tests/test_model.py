@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vle_kit.build import build_model
+from vle_kit.decomposition import mask_area
 from vle_kit.recipe import load_recipe
 from vle_kit.train import learning_rate
 
@@ -160,23 +161,26 @@ DECODERS = [["model.decoder={use='plain'}"],  # whole tables: vanilla.toml's has
             ["model.decoder={use='context', whole=true}"]]
 
 
-MASK_MODELS = [("inherent", "{use='masked_sum'}"), ("inherent", "{use='masked_fill'}"),
-               ("conv", "{use='masked_sum'}"), ("conv", "{use='masked_fill'}"),
-               ("deconstructor", "{use='constructor'}"),
-               ("deconstructor", "{use='constructor', fill=true}")]
+MASK_MODELS = [("{use='inherent'}", "{use='masked_sum'}"),
+               ("{use='inherent'}", "{use='masked_fill'}"),
+               ("{use='inherent', scope=false}", "{use='paint'}"),
+               ("{use='conv'}", "{use='masked_sum'}"), ("{use='conv'}", "{use='masked_fill'}"),
+               ("{use='conv', scope=false}", "{use='paint'}"),
+               ("{use='deconstructor'}", "{use='constructor'}"),
+               ("{use='deconstructor'}", "{use='constructor', fill=true}")]
 
 
 @pytest.mark.parametrize("decoder", DECODERS, ids=lambda d: " ".join(d))
 @pytest.mark.parametrize("token", [("false", "false"), ("true", "false"), ("true", "true")],
                          ids=lambda t: f"gain={t[0]} linear={t[1]}")
-@pytest.mark.parametrize("saliency,combiner", [("none", "{use='sum'}"), *MASK_MODELS])
+@pytest.mark.parametrize("saliency,combiner", [("{use='none'}", "{use='sum'}"), *MASK_MODELS])
 def test_every_prefix_decodes_exactly(vanilla, decoder, token, saliency, combiner):
     """Whatever the decoder sees follows from the tokens: decoding the first j tokens gives the
     encoding's reconstruction after j tokens (with the saved masks for a head that reads the
     image)."""
     model, _ = tiny_model(vanilla, *decoder, f"model.token.gain={token[0]}",
                           f"model.token.linear={token[1]}",
-                          f"model.saliency.use={saliency}", f"model.combiner={combiner}")
+                          f"model.saliency={saliency}", f"model.combiner={combiner}")
     model.eval()
     x = torch.rand(3, 3, 16, 16) * 2 - 1
     with torch.no_grad():
@@ -196,7 +200,7 @@ def test_mask_model_prefixes_are_finite_and_masks_sum_to_at_most_one(saliency, c
                                                                      scale):
     """Any K, any weights: every prefix reconstruction is finite and the running mask sum stays
     in [0, 1] (scaled weights push the mask logits to saturation or to zero)."""
-    model, _ = tiny_model(ROOT / "recipes" / "vanilla.toml", f"model.saliency.use={saliency}",
+    model, _ = tiny_model(ROOT / "recipes" / "vanilla.toml", f"model.saliency={saliency}",
                           f"model.combiner={combiner}")
     torch.manual_seed(seed)
     with torch.no_grad():
@@ -261,14 +265,15 @@ def test_log_mse_loss_weighs_each_step_by_its_relative_error(vanilla):
     assert grad[1] > grad[0]
 
 
-@pytest.mark.parametrize("saliency,combiner", [("inherent", "{use='masked_fill'}"),
-                                               ("deconstructor", "{use='constructor', fill=true}")])
+@pytest.mark.parametrize("saliency,combiner", [("{use='inherent'}", "{use='masked_fill'}"),
+                                               ("{use='deconstructor'}",
+                                                "{use='constructor', fill=true}")])
 def test_filling_prefixes_are_whole_images_and_the_last_token_matches_masked_sum(vanilla, saliency,
                                                                                  combiner):
     """After k tokens, what the masks claimed keeps its parts and the newest part fills the
     rest; after K tokens (the last takes the rest) it equals masked_sum. (The constructor's
     merge starts at zero, so untrained it is exactly this.)"""
-    fill, _ = tiny_model(vanilla, f"model.saliency.use={saliency}", f"model.combiner={combiner}")
+    fill, _ = tiny_model(vanilla, f"model.saliency={saliency}", f"model.combiner={combiner}")
     x = torch.rand(2, 3, 16, 16) * 2 - 1
     out = fill(x, 3)
     masks, parts = out.masks, out.parts
@@ -277,3 +282,47 @@ def test_filling_prefixes_are_whole_images_and_the_last_token_matches_masked_sum
         rest = 1 - masks[:, :t].sum(1)
         assert torch.allclose(out.recons[:, t], claimed + rest * parts[:, t], atol=1e-5)
     assert torch.allclose(out.recons[:, -1], (masks * parts).sum(1), atol=1e-5)
+
+
+def test_painted_masks_partition_the_image_and_weigh_the_parts(vanilla):
+    """`paint`: the first token draws the whole image, each later one paints over it where its
+    mask is, and each mask holds what later ones left of it: after every prefix the masks sum
+    to one and the reconstruction is the parts weighted by them."""
+    model, _ = tiny_model(vanilla, "model.saliency={use='inherent', scope=false}",
+                          "model.combiner.use=paint")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    out = model(x, 3)
+    assert torch.equal(out.recons[:, 0], out.parts[:, 0])
+    assert torch.allclose(out.masks.sum(1), torch.ones(2, 1, 16, 16), atol=1e-6)
+    assert torch.allclose(out.recons[:, -1], (out.masks * out.parts).sum(1), atol=1e-5)
+    for j in (1, 2):
+        prefix = model.decode(out.tokens[:, :j], 3)
+        assert torch.allclose(prefix.masks.sum(1), torch.ones(2, 1, 16, 16), atol=1e-6)
+        assert torch.allclose(prefix.recons[:, -1], (prefix.masks * prefix.parts).sum(1),
+                              atol=1e-5)
+
+
+@pytest.mark.parametrize("combiner", ["masked_fill", "paint"])
+def test_an_adaptive_encoding_keeps_the_masks_its_prefix_decodes_to(vanilla, combiner):
+    """Stopped at a length (here before a small mask), an image's saved masks are those its
+    tokens decode to, also where later masks paint over earlier ones."""
+    model, _ = tiny_model(vanilla, f"model.saliency={{use='inherent', sharpness=20, "
+                                   f"scope={str(combiner != 'paint').lower()}}}",
+                          f"model.combiner.use={combiner}")
+    model.eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+        x = torch.rand(6, 3, 16, 16) * 2 - 1
+        tokens = model(x, 4).tokens  # each token's mask as it arrives, before any paints over it
+        newest = [model.decode(tokens[:, :t + 1], 4).masks[:, t] for t in (1, 2, 3)]
+        areas = mask_area(torch.stack(newest, 1))
+        encoding = model.encode(x, 4, min_mask=areas.median().item())
+    assert len(encoding.lengths.unique()) > 1
+    for i, length in enumerate(encoding.lengths.tolist()):
+        decoded = model.decode(encoding.tokens[i:i + 1, :length], 4)
+        assert torch.allclose(encoding.masks[i, :length], decoded.masks[0], atol=1e-6)
+        assert torch.allclose(encoding.recons[i], decoded.recons[0, -1], atol=1e-5)

@@ -68,6 +68,10 @@ BAD = [
     ("infinite learning rate", BASE + "lr = inf\n", "train.lr: expected a finite number, got inf"),
     ("mask losses without masks", BASE + '[[mask_loss]]\nuse = "binarize"\n',
      "mask_loss: 'binarize' needs masks, and model.saliency.use = 'none' makes none"),
+    ("painting over scoped masks",
+     BASE + '[model.saliency]\nuse = "inherent"\n[model.combiner]\nuse = "paint"\n',
+     "model.saliency.scope: the 'paint' combiner paints masks over earlier ones, so the "
+     "'inherent' head must not scope them to what those left; set scope = false"),
     ("batch larger than the data", BASE.replace("size = 32", "size = 32\ntrain = 16")
      + "batch = 64\n", "train.batch: 64 is more than the 16 training images"),
     ("a model too large for the machine", BASE + "[model]\nwidth = 100000000\n",

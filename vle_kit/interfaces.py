@@ -126,8 +126,17 @@ class SaliencyHead(ModelPart):
 class Combiner(ModelPart):
     """Joins a new part (B, C, H, W) and its mask (or None) to the running reconstruction."""
 
+    paints_over: ClassVar[bool] = False  # True if a mask claims pixels earlier masks held, so
+    #                                      the saliency head must not scope it to what they left
+
     def forward(self, state: State, part: Tensor, mask: Tensor | None) -> Tensor:
         raise NotImplementedError
+
+    def claim(self, state: State, mask: Tensor) -> None:
+        """Record the new mask in state.masks and state.mask_sum: by default it takes its
+        share of what earlier masks left, and they keep what they hold."""
+        state.mask_sum = (state.mask_sum + mask).clamp(0, 1)
+        state.masks.append(mask)
 
 
 @attrs.frozen(kw_only=True)

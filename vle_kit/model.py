@@ -168,13 +168,13 @@ class VLE(nn.Module):
         lengths = torch.zeros(n, dtype=torch.long, device=x.device)
         for t in range(k):
             z, feat, memory, _ = self.next_token(state.x, state, memory)
-            before = state.recon
+            before, masks_before = state.recon, list(state.masks)
             self.explain(state, z, feat)
             tokens = z.new_zeros(n, k, *z.shape[1:]) if tokens is None else tokens
             tokens[alive, t] = z
-            if state.masks:
+            if state.masks:  # all of them: a combiner that paints over changes earlier ones
                 masks = x.new_zeros(n, k, 1, h, w) if masks is None else masks
-                masks[alive, t] = state.masks[-1]
+                masks[alive, :t + 1] = torch.stack(state.masks, 1)
             empty = torch.zeros(len(alive), dtype=torch.bool, device=x.device)
             if min_mask is not None and state.masks and t > 0:  # this token would add nothing
                 empty = mask_area(state.masks[-1][:, None])[:, 0] < min_mask
@@ -185,6 +185,8 @@ class VLE(nn.Module):
             tokens[alive[empty], t] = 0
             if masks is not None:
                 masks[alive[empty], t] = 0
+                if masks_before:
+                    masks[alive[empty], :t] = torch.stack(masks_before, 1)[empty]
             lengths[alive[empty]], recons[alive[empty]] = t, before[empty]
             lengths[alive[met]], recons[alive[met]] = t + 1, state.recon[met]
             keep = ~(empty | met)
@@ -208,8 +210,7 @@ class VLE(nn.Module):
             mask = self.saliency(state, feat, part, extra)
         recon = self.combiner(state, part, mask)
         if mask is not None:
-            state.mask_sum = (state.mask_sum + mask).clamp(0, 1)
-            state.masks.append(mask)
+            self.combiner.claim(state, mask)
         state.parts.append(part)
         state.recon, state.step = recon, state.step + 1
         return part, recon

@@ -132,6 +132,11 @@ def _cross_checks(recipe: Recipe, registry: Registry) -> list[str]:
         problems.append(f"mask_loss: {names} {need} masks, and model.saliency.use = "
                         f"{saliency!r} makes none; choose a saliency head or drop the "
                         f"[[mask_loss]] tables")
+    combiner = registry.get("combiner", recipe.model.combiner.use).factory
+    if combiner.paints_over and getattr(recipe.model.saliency.config, "scope", False):
+        problems.append(f"model.saliency.scope: the {recipe.model.combiner.use!r} combiner "
+                        f"paints masks over earlier ones, so the {saliency!r} head must not "
+                        f"scope them to what those left; set scope = false")
     if recipe.train.batch > recipe.data.config.train:
         problems.append(f"train.batch: {recipe.train.batch} is more than the "
                         f"{recipe.data.config.train} training images (data.train)")

@@ -1,0 +1,39 @@
+"""`paint`: the first token draws the whole image; each later one paints its part over the
+reconstruction where its mask is (a painter's algorithm, the issue's "first token coarse,
+later tokens refine regions"):
+
+    recon_1 = part_1,    recon_t = (1 - mask_t) * recon_{t-1} + mask_t * part_t
+
+A part need only be right under its mask, so a token carries its region and not the rest of
+the scene, and a token with nothing left to explain can paint nothing. A mask holds what it
+painted and what no later mask painted over: the masks always partition the image, the first
+token's holding what no other took (the background, once the objects are painted). The
+saliency head must not scope its masks (`scope = false`). Without a saliency head it is `sum`.
+"""
+
+import torch
+
+from vle_kit import hookimpl
+from vle_kit.interfaces import Combiner
+
+
+class PaintCombiner(Combiner):
+    paints_over = True
+
+    def forward(self, state, part, mask):
+        if mask is None:
+            return state.recon + part
+        if state.step == 0:
+            return part
+        return state.recon + mask * (part - state.recon)
+
+    def claim(self, state, mask):
+        if state.step == 0:
+            mask = torch.ones_like(mask)
+        state.masks = [m * (1 - mask) for m in state.masks] + [mask]
+        state.mask_sum = torch.ones_like(mask)
+
+
+@hookimpl
+def register_combiners(register):
+    register("paint", PaintCombiner)
