@@ -156,6 +156,7 @@ DECODERS = [["model.decoder={use='plain'}"],  # whole tables: vanilla.toml's has
             ["model.decoder={use='plain', step_film=true}"],
             ["model.decoder={use='plain', step_film=true, linear=true}"],
             ["model.decoder={use='context'}"],
+            ["model.decoder={use='broadcast'}"],
             ["model.decoder={use='context', memory=false}"],
             ["model.decoder={use='context', recon=false}"],
             ["model.decoder={use='context', whole=true}"]]
@@ -164,6 +165,7 @@ DECODERS = [["model.decoder={use='plain'}"],  # whole tables: vanilla.toml's has
 MASK_MODELS = [("{use='inherent'}", "{use='masked_sum'}"),
                ("{use='inherent'}", "{use='masked_fill'}"),
                ("{use='inherent', scope=false}", "{use='paint'}"),
+               ("{use='inherent', scope=false}", "{use='paint', over='first'}"),
                ("{use='conv'}", "{use='masked_sum'}"), ("{use='conv'}", "{use='masked_fill'}"),
                ("{use='conv', scope=false}", "{use='paint'}"),
                ("{use='deconstructor'}", "{use='constructor'}"),
@@ -284,12 +286,13 @@ def test_filling_prefixes_are_whole_images_and_the_last_token_matches_masked_sum
     assert torch.allclose(out.recons[:, -1], (masks * parts).sum(1), atol=1e-5)
 
 
-def test_painted_masks_partition_the_image_and_weigh_the_parts(vanilla):
+@pytest.mark.parametrize("over", ["all", "first"])
+def test_painted_masks_partition_the_image_and_weigh_the_parts(vanilla, over):
     """`paint`: the first token draws the whole image, each later one paints over it where its
     mask is, and each mask holds what later ones left of it: after every prefix the masks sum
     to one and the reconstruction is the parts weighted by them."""
     model, _ = tiny_model(vanilla, "model.saliency={use='inherent', scope=false}",
-                          "model.combiner.use=paint")
+                          f"model.combiner={{use='paint', over='{over}'}}")
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
@@ -326,3 +329,21 @@ def test_an_adaptive_encoding_keeps_the_masks_its_prefix_decodes_to(vanilla, com
         decoded = model.decode(encoding.tokens[i:i + 1, :length], 4)
         assert torch.allclose(encoding.masks[i, :length], decoded.masks[0], atol=1e-6)
         assert torch.allclose(encoding.recons[i], decoded.recons[0, -1], atol=1e-5)
+
+
+def test_painting_over_the_first_token_takes_only_what_it_holds(vanilla):
+    """With over = "first" a later token paints only where the first token's share is: its
+    mask, when it arrives, is nowhere above that share (so earlier objects are not repainted),
+    while over = "all" paints past it."""
+    shares = {}
+    for over in ("all", "first"):
+        model, _ = tiny_model(vanilla, "model.saliency={use='inherent', scope=false}",
+                              f"model.combiner={{use='paint', over='{over}'}}")
+        torch.manual_seed(0)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.05)
+            tokens = model(torch.rand(2, 3, 16, 16) * 2 - 1, 4).tokens
+            masks = [model.decode(tokens[:, :j], 4).masks for j in (1, 2, 3, 4)]
+        shares[over] = [(masks[j][:, j] - masks[j - 1][:, 0]).max().item() for j in (1, 2, 3)]
+    assert max(shares["first"]) <= 1e-6 < max(shares["all"])
