@@ -1,6 +1,6 @@
 """`paint`: the first token draws the whole image; each later one paints its part over the
-reconstruction where its mask is (a painter's algorithm, the issue's "first token coarse,
-later tokens refine regions"):
+reconstruction where its mask is (a painter's algorithm: a coarse first token, later ones
+refining regions):
 
     recon_1 = part_1,    recon_t = (1 - mask_t) * recon_{t-1} + mask_t * part_t
 
