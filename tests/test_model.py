@@ -347,3 +347,23 @@ def test_painting_over_the_first_token_takes_only_what_it_holds(vanilla):
             masks = [model.decode(tokens[:, :j], 4).masks for j in (1, 2, 3, 4)]
         shares[over] = [(masks[j][:, j] - masks[j - 1][:, 0]).max().item() for j in (1, 2, 3)]
     assert max(shares["first"]) <= 1e-6 < max(shares["all"])
+
+
+@pytest.mark.parametrize("decoder", DECODERS, ids=lambda d: " ".join(d))
+@settings(deadline=None, max_examples=8)
+@given(seed=st.integers(0, 2**16), k=st.integers(1, 3), scale=st.sampled_from([1e-3, 1.0, 1e3]))
+def test_a_decoder_draws_each_image_from_its_own_tokens(decoder, seed, k, scale):
+    """Any tokens, tiny, ordinary or huge: every part and reconstruction is finite, and an
+    image's parts do not depend on the other images of its batch."""
+    model, _ = tiny_model(ROOT / "recipes" / "vanilla.toml", *decoder,
+                          "model.saliency={use='inherent', scope=false}",
+                          "model.combiner.use=paint")
+    model.eval()
+    torch.manual_seed(seed)
+    shape = model(torch.zeros(1, 3, 16, 16), 1).tokens.shape[2:]
+    tokens = torch.randn(3, k, *shape) * scale
+    together = model.decode(tokens, k)
+    assert torch.isfinite(together.parts).all() and torch.isfinite(together.recons).all()
+    for i in range(3):
+        alone = model.decode(tokens[i:i + 1], k)
+        assert torch.allclose(alone.parts[0], together.parts[i], rtol=1e-4, atol=1e-4 * scale)
