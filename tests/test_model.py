@@ -267,6 +267,23 @@ def test_log_mse_loss_weighs_each_step_by_its_relative_error(vanilla):
     assert grad[1] > grad[0]
 
 
+def test_step_weights_scale_each_steps_term(vanilla):
+    """train.step_weights multiplies step t's term (weights past K unused): a step of weight 0
+    gets its gradient from the final term only, and the weights are not renormalised."""
+    from vle_kit.model import Output
+    from vle_kit.objective import objective
+
+    _, recipe = tiny_model(vanilla, "train.loss='mse'", "train.step_weights=[2.0, 0.0, 0.5]")
+    x = torch.zeros(1, 3, 2, 2)
+    recons = torch.stack([torch.full_like(x, 0.5), torch.full_like(x, 0.1)], 1)
+    out = Output(recons, recons, recons.requires_grad_(), None)
+    terms = objective(out, x, recipe, step=0)
+    assert terms["steps"].item() == pytest.approx((2 * 0.25 + 0 * 0.01) / 2)
+    terms["loss"].backward()
+    # d/dr of final (0.1^2) only: 2 r / 12 values, then the mean over 3 x 2 x 2 values of step 2
+    assert torch.allclose(recons.grad[:, 1], torch.full_like(x, 2 * 0.1 / 12))
+
+
 @pytest.mark.parametrize("saliency,combiner", [("{use='inherent'}", "{use='masked_fill'}"),
                                                ("{use='deconstructor'}",
                                                 "{use='constructor', fill=true}")])

@@ -56,6 +56,8 @@ BAD = [
      "tokens.weights: needs one weight for each K from min to max (4), got 3"),
     ("no K can be drawn", BASE.replace("max = 4", "max = 4\nweights = [0, 0, 0, 0]"),
      "tokens.weights: must be at least 0 with a positive sum, got [0.0, 0.0, 0.0, 0.0]"),
+    ("a step weight too few", BASE.replace("[train]", "[train]\nstep_weights = [1, 0.5]"),
+     "train.step_weights: needs one weight for each step to tokens.max (4), got 2"),
     ("negative size", BASE.replace("size = 32", "size = -32"), "data.size: must be >= 8, got -32"),
     ("size not a power of two of the token", BASE.replace("size = 32", "size = 40"),
      "data.size: 40 must be model.token.size (4) times a power of two"),

@@ -3,7 +3,8 @@
     loss = final + train.step_loss * steps + kl_weight * kl + sum of weighted mask losses
 
 `final` is the MSE after the last of the K tokens (notes, Apr 18: the final reconstruction of
-the full input), `steps` the mean over all K steps of the MSE after that step; with
+the full input), `steps` the mean over all K steps of the MSE after that step, each times its
+`train.step_weights` entry if given (a first token trained fully, later prefixes less); with
 `train.loss = "log_mse"` both take the log of each MSE instead, so every token's relative
 improvement counts alike and late tokens, whose errors are small, are not drowned out by early
 ones; "log_mse_image" takes the log of each image's MSE, so every image's relative improvement
@@ -40,7 +41,9 @@ def objective(out: Output, images: Tensor, recipe: Recipe, step: int,
         per_step = per_image.clamp_min(1e-8).log().mean(0)
     else:
         per_step = per_image.mean(0)
-    terms = {"final": per_step[-1], "steps": per_step.mean()}
+    weights = recipe.train.step_weights[:len(per_step)]
+    weighted = per_step * per_step.new_tensor(weights) if weights else per_step
+    terms = {"final": per_step[-1], "steps": weighted.mean()}
     loss = terms["final"] + recipe.train.step_loss * terms["steps"]
     if out.kl is not None:  # per image value, the scale of the MSE
         terms["kl"] = out.kl.float().mean() / images[0].numel()

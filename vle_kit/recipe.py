@@ -137,6 +137,10 @@ def _cross_checks(recipe: Recipe, registry: Registry) -> list[str]:
         problems.append(f"model.saliency.scope: the {recipe.model.combiner.use!r} combiner "
                         f"paints masks over earlier ones, so the {saliency!r} head must not "
                         f"scope them to what those left; set scope = false")
+    weights, k = recipe.train.step_weights, recipe.tokens.max
+    if weights and len(weights) != k:
+        problems.append(f"train.step_weights: needs one weight for each step to tokens.max "
+                        f"({k}), got {len(weights)}")
     if recipe.train.batch > recipe.data.config.train:
         problems.append(f"train.batch: {recipe.train.batch} is more than the "
                         f"{recipe.data.config.train} training images (data.train)")
