@@ -371,7 +371,8 @@ def test_painting_over_the_first_token_takes_only_what_it_holds(vanilla):
 @given(seed=st.integers(0, 2**16), k=st.integers(1, 3), scale=st.sampled_from([1e-3, 1.0, 1e3]))
 def test_a_decoder_draws_each_image_from_its_own_tokens(decoder, seed, k, scale):
     """Any tokens, tiny, ordinary or huge: every part and reconstruction is finite, and an
-    image's parts do not depend on the other images of its batch."""
+    image's parts do not depend on the other images of its batch (to float rounding, relative
+    to the largest value drawn: kernels may sum in another order for another batch size)."""
     model, _ = tiny_model(ROOT / "recipes" / "vanilla.toml", *decoder,
                           "model.saliency={use='inherent', scope=false}",
                           "model.combiner.use=paint")
@@ -383,4 +384,5 @@ def test_a_decoder_draws_each_image_from_its_own_tokens(decoder, seed, k, scale)
     assert torch.isfinite(together.parts).all() and torch.isfinite(together.recons).all()
     for i in range(3):
         alone = model.decode(tokens[i:i + 1], k)
-        assert torch.allclose(alone.parts[0], together.parts[i], rtol=1e-4, atol=1e-4 * scale)
+        largest = together.parts[i].abs().max()
+        assert (alone.parts[0] - together.parts[i]).abs().max() <= 1e-4 * (1 + largest)
