@@ -18,6 +18,14 @@ def tiny_model(vanilla, *overrides):
     return build_model(recipe, registry), recipe
 
 
+@torch.no_grad()
+def nudge(model):
+    """Move every weight a little: the step tables and some last layers start at zero, and a
+    test of what they do must make every one count."""
+    for p in model.parameters():
+        p.add_(torch.randn_like(p) * 0.05)
+
+
 def test_sum_combiner_reconstruction_is_the_running_sum_of_parts(vanilla):
     model, _ = tiny_model(vanilla)
     x = torch.rand(3, 3, 16, 16) * 2 - 1
@@ -185,9 +193,8 @@ def test_every_prefix_decodes_exactly(vanilla, decoder, token, saliency, combine
                           f"model.saliency={saliency}", f"model.combiner={combiner}")
     model.eval()
     x = torch.rand(3, 3, 16, 16) * 2 - 1
+    nudge(model)
     with torch.no_grad():
-        for p in model.parameters():  # the step tables start at zero: make every one count
-            p.add_(torch.randn_like(p) * 0.05)
         out = model(x, 3)
     for j in (1, 2, 3):
         masks = None if model.saliency.from_tokens else out.masks[:, :j]
@@ -310,9 +317,7 @@ def test_painted_masks_partition_the_image_and_weigh_the_parts(vanilla, over):
     to one and the reconstruction is the parts weighted by them."""
     model, _ = tiny_model(vanilla, "model.saliency={use='inherent', scope=false}",
                           f"model.combiner={{use='paint', over='{over}'}}")
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
+    nudge(model)
     x = torch.rand(2, 3, 16, 16) * 2 - 1
     out = model(x, 3)
     assert torch.equal(out.recons[:, 0], out.parts[:, 0])
@@ -333,9 +338,8 @@ def test_an_adaptive_encoding_keeps_the_masks_its_prefix_decodes_to(vanilla, com
                                    f"scope={str(combiner != 'paint').lower()}}}",
                           f"model.combiner.use={combiner}")
     model.eval()
+    nudge(model)
     with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
         x = torch.rand(6, 3, 16, 16) * 2 - 1
         tokens = model(x, 4).tokens  # each token's mask as it arrives, before any paints over it
         newest = [model.decode(tokens[:, :t + 1], 4).masks[:, t] for t in (1, 2, 3)]
@@ -357,9 +361,8 @@ def test_painting_over_the_first_token_takes_only_what_it_holds(vanilla):
         model, _ = tiny_model(vanilla, "model.saliency={use='inherent', scope=false}",
                               f"model.combiner={{use='paint', over='{over}'}}")
         torch.manual_seed(0)
+        nudge(model)
         with torch.no_grad():
-            for p in model.parameters():
-                p.add_(torch.randn_like(p) * 0.05)
             tokens = model(torch.rand(2, 3, 16, 16) * 2 - 1, 4).tokens
             masks = [model.decode(tokens[:, :j], 4).masks for j in (1, 2, 3, 4)]
         shares[over] = [(masks[j][:, j] - masks[j - 1][:, 0]).max().item() for j in (1, 2, 3)]
