@@ -275,8 +275,9 @@ def test_log_mse_loss_weighs_each_step_by_its_relative_error(vanilla):
 
 
 def test_step_weights_scale_each_steps_term(vanilla):
-    """train.step_weights multiplies step t's term (weights past K unused): a step of weight 0
-    gets its gradient from the final term only, and the weights are not renormalised."""
+    """train.step_weights multiplies step t's term (weights past K unused, steps past the
+    weights at 1): a step of weight 0 gets its gradient from the final term only, and the
+    weights are not renormalised."""
     from vle_kit.model import Output
     from vle_kit.objective import objective
 
@@ -289,6 +290,9 @@ def test_step_weights_scale_each_steps_term(vanilla):
     terms["loss"].backward()
     # d/dr of final (0.1^2) only: 2 r / 12 values, then the mean over 3 x 2 x 2 values of step 2
     assert torch.allclose(recons.grad[:, 1], torch.full_like(x, 2 * 0.1 / 12))
+    _, first_only = tiny_model(vanilla, "train.loss='mse'", "train.step_weights=[2.0]")
+    steps = objective(Output(recons, recons, recons.detach(), None), x, first_only, step=0)["steps"]
+    assert steps.item() == pytest.approx((2 * 0.25 + 1 * 0.01) / 2)
 
 
 @pytest.mark.parametrize("saliency,combiner", [("{use='inherent'}", "{use='masked_fill'}"),

@@ -125,8 +125,8 @@ class TrainConfig:
     lr_end: float = attrs.field(  # the cosine decay ends at lr_end * lr
         default=0.1, validator=[v.ge(0), v.le(1)])
     step_loss: float = attrs.field(default=1.0, validator=v.ge(0))  # weight of per-step MSE terms
-    step_weights: tuple[float, ...] = attrs.field(  # each step's term times its weight, one per
-        default=(), validator=v.deep_iterable(v.ge(0)))  # step to tokens.max; empty: all 1
+    step_weights: tuple[float, ...] = attrs.field(  # the first steps' terms times these weights,
+        default=(), validator=v.deep_iterable(v.ge(0)))  # at most tokens.max; later steps 1
     loss: str = attrs.field(  # log_mse: each reconstruction term is the log of the batch's MSE,
         default="mse",  # so halving a small error counts as halving a large one; log_mse_image:
         validator=v.in_(("mse", "log_mse", "log_mse_image")))  # the mean of each image's log

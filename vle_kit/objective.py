@@ -4,7 +4,7 @@
 
 `final` is the MSE after the last of the K tokens (notes, Apr 18: the final reconstruction of
 the full input), `steps` the mean over all K steps of the MSE after that step, each times its
-`train.step_weights` entry if given (a first token trained fully, later prefixes less); with
+`train.step_weights` entry if it has one (the first steps' prefixes trained more); with
 `train.loss = "log_mse"` both take the log of each MSE instead, so every token's relative
 improvement counts alike and late tokens, whose errors are small, are not drowned out by early
 ones; "log_mse_image" takes the log of each image's MSE, so every image's relative improvement
@@ -42,7 +42,8 @@ def objective(out: Output, images: Tensor, recipe: Recipe, step: int,
     else:
         per_step = per_image.mean(0)
     weights = recipe.train.step_weights[:len(per_step)]
-    weighted = per_step * per_step.new_tensor(weights) if weights else per_step
+    weights += (1.0,) * (len(per_step) - len(weights))
+    weighted = per_step * per_step.new_tensor(weights)
     terms = {"final": per_step[-1], "steps": weighted.mean()}
     loss = terms["final"] + recipe.train.step_loss * terms["steps"]
     if out.kl is not None:  # per image value, the scale of the MSE

@@ -138,8 +138,8 @@ def _cross_checks(recipe: Recipe, registry: Registry) -> list[str]:
                         f"paints masks over earlier ones, so the {saliency!r} head must not "
                         f"scope them to what those left; set scope = false")
     weights, k = recipe.train.step_weights, recipe.tokens.max
-    if weights and len(weights) != k:
-        problems.append(f"train.step_weights: needs one weight for each step to tokens.max "
+    if len(weights) > k:
+        problems.append(f"train.step_weights: at most one weight for each step to tokens.max "
                         f"({k}), got {len(weights)}")
     if recipe.train.batch > recipe.data.config.train:
         problems.append(f"train.batch: {recipe.train.batch} is more than the "
