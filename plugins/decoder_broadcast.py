@@ -8,8 +8,6 @@ coordinates, so a token describes a thing wherever it is. Meant for tokens of on
 (`model.token.size = 1`), but it reads any.
 """
 
-import math
-
 import torch
 from torch import nn
 
@@ -21,15 +19,15 @@ from vle_kit.layers import Activation, ResBlock, conv3, up_path
 class BroadcastDecoder(Decoder):
     def __init__(self, cfg, spec):
         super().__init__(cfg, spec)
-        up = min(2, int(math.log2(spec.image_size // spec.token_size)))  # the token's ratio
-        grid, width = spec.image_size >> up, spec.width  # is a power of two, at least 2
+        up = min(2, spec.upsamplings)
+        grid, width = spec.image_size >> up, spec.width
         self.embed = nn.Linear(spec.token_channels * spec.token_size ** 2, width)
         ramp = torch.linspace(-1, 1, grid)
         y, x = torch.meshgrid(ramp, ramp, indexing="ij")
         self.register_buffer("coords", torch.stack([x, y, -x, -y])[None], persistent=False)
         self.position = nn.Conv2d(4, width, 1)  # Slot Attention's soft position embedding
         self.net = nn.Sequential(Activation(), conv3(width, width), ResBlock(width),
-                                 up_path(width, up, spec.image_channels + spec.mask_channels))
+                                 up_path(width, up, spec.decoded_channels))
 
     def forward(self, z, state, memory):
         vector = self.embed(z.flatten(1))[:, :, None, None]

@@ -13,8 +13,6 @@ and with `whole = true` it draws the whole reconstruction from what it knows (To
 Both follow from the tokens alone, so any prefix still decodes exactly.
 """
 
-import math
-
 import attrs
 import torch
 from torch import nn
@@ -33,7 +31,7 @@ class ContextDecoder(Decoder):
 
     def __init__(self, cfg, spec):
         super().__init__(cfg, spec)
-        width, up = spec.width, int(math.log2(spec.image_size // spec.token_size))
+        width, up = spec.width, spec.upsamplings
         self.embed = conv3(spec.token_channels, width)
         if cfg.recon:  # image -> token resolution: the encoder's stem and one more halving
             self.context = nn.Sequential(stem(spec.image_channels, width, up - 1), Activation(),
@@ -41,7 +39,7 @@ class ContextDecoder(Decoder):
         if cfg.memory:
             self.cell = ConvGRUCell(width, width)
         self.net = nn.Sequential(ResBlock(width),
-                                 up_path(width, up, spec.image_channels + spec.mask_channels))
+                                 up_path(width, up, spec.decoded_channels))
 
     def forward(self, z, state, memory):
         h = self.embed(z)

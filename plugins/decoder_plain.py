@@ -12,8 +12,6 @@ value is added to what the convolutions draw; with the token layer's own linear 
 convolutional one (README, "What won": each alone is worse, the two together win).
 """
 
-import math
-
 import attrs
 from torch import nn
 
@@ -30,16 +28,14 @@ class PlainDecoder(Decoder):
 
     def __init__(self, cfg, spec):
         super().__init__(cfg, spec)
-        up = int(math.log2(spec.image_size // spec.token_size))
         self.net = nn.Sequential(conv3(spec.token_channels, spec.width), ResBlock(spec.width),
-                                 up_path(spec.width, up, spec.image_channels + spec.mask_channels))
+                                 up_path(spec.width, spec.upsamplings, spec.decoded_channels))
         if cfg.step_film:
             self.film = nn.Embedding(spec.tokens_max, 2 * spec.width)
             nn.init.zeros_(self.film.weight)
         if cfg.linear:
             self.linear = StepLinear(spec.tokens_max, spec.token_channels * spec.token_size ** 2,
-                                     (spec.image_channels + spec.mask_channels,
-                                      spec.image_size, spec.image_size))
+                                     (spec.decoded_channels, spec.image_size, spec.image_size))
 
     def forward(self, z, state, memory):
         if not self.cfg.step_film:

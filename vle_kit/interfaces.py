@@ -30,6 +30,17 @@ class ModelSpec:
     token_size: int = 4
     mask_channels: int = 0  # channels the decoder emits beside the part, for the saliency head
 
+    @property
+    def upsamplings(self) -> int:
+        """How many 2x steps lead from a token's resolution to the image's (the recipe check
+        makes their ratio a power of two)."""
+        return (self.image_size // self.token_size).bit_length() - 1
+
+    @property
+    def decoded_channels(self) -> int:
+        """What a decoder emits at each pixel: the part's channels, then the mask's."""
+        return self.image_channels + self.mask_channels
+
 
 def take(tree: object, rows: Tensor) -> object:
     """The `rows` (a batch index or mask) of every tensor in a nest of tuples, lists and
