@@ -48,6 +48,25 @@ def test_encoder_knows_how_many_tokens_were_asked_for(vanilla):
     assert not torch.allclose(model(x, 1).tokens[:, 0], model(x, 3).tokens[:, 0])
 
 
+@pytest.mark.parametrize("saliency,combiner", [("{use='none'}", "{use='sum'}"),
+                                               ("{use='inherent'}", "{use='masked_fill'}")])
+def test_an_encoder_not_told_k_makes_every_prefix_the_shorter_encoding(vanilla, saliency,
+                                                                       combiner):
+    """Without `tell_k` the first j tokens of a k-token encoding are the j-token encoding, and
+    with a filling combiner so is the reconstruction after them: asked-for-j is the j-prefix."""
+    model, _ = tiny_model(vanilla, "model.tell_k=false", f"model.saliency={saliency}",
+                          f"model.combiner={combiner}")
+    nudge(model)
+    assert model.film_k is None
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        long = model(x, 3)
+        for j in (1, 2):
+            short = model(x, j)
+            assert torch.allclose(short.tokens, long.tokens[:, :j], atol=1e-6)
+            assert torch.allclose(short.recons[:, -1], long.recons[:, j - 1], atol=1e-5)
+
+
 def test_memory_carries_information_across_steps(vanilla):
     """With memory, step 2 depends on step 1's input even when its own input is the same."""
     model, _ = tiny_model(vanilla, "model.composer.use=masked_residual")

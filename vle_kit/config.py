@@ -82,6 +82,7 @@ class ModelConfig:
 
     width: int = attrs.field(default=64, validator=v.ge(4))  # encoder channels at memory resolution
     blocks: int = attrs.field(default=1, validator=v.ge(0))  # residual blocks in the encoder body
+    tell_k: bool = True  # the encoder is told K; without it a j-prefix is the j-token encoding
     token: TokenConfig = attrs.field(factory=TokenConfig)
 
 

@@ -102,10 +102,11 @@ class VLE(nn.Module):
         in_channels = spec.image_channels + self.composer.extra_channels  # what the encoder sees
         self.stem = stem(in_channels, width, down)
         # FiLM from "how many tokens were asked for" and "which step is this" (notes, Apr 12)
-        self.film_k = nn.Embedding(spec.tokens_max + 1, 2 * width)
+        self.film_k = nn.Embedding(spec.tokens_max + 1, 2 * width) if cfg.tell_k else None
         self.film_step = nn.Embedding(spec.tokens_max, 2 * width)
-        nn.init.zeros_(self.film_k.weight)
-        nn.init.zeros_(self.film_step.weight)
+        for table in (self.film_k, self.film_step):
+            if table is not None:
+                nn.init.zeros_(table.weight)
         self.body = nn.Sequential(*[ResBlock(width) for _ in range(cfg.blocks)])
         self.gaussian, self.gain = token.gaussian, token.gain
         token_channels = token.channels * (1 + token.gaussian)
@@ -152,7 +153,8 @@ class VLE(nn.Module):
 
     def conditioning(self, k: int, step: int) -> Tensor:
         """The FiLM parameters of the encoder's body at step `step` of a k-token encoding."""
-        return table_row(self.film_k, k) + table_row(self.film_step, step)
+        by_step = table_row(self.film_step, step)
+        return by_step if self.film_k is None else table_row(self.film_k, k) + by_step
 
     @torch.no_grad()
     def encode(self, x: Tensor, k: int, max_error: float | None = None,
