@@ -17,7 +17,7 @@ from torch import nn
 
 from vle_kit import hookimpl
 from vle_kit.interfaces import Decoder
-from vle_kit.layers import ResBlock, StepLinear, conv3, film, table_row, up_path
+from vle_kit.layers import ResBlock, StepLinear, conv3, film, film_table, table_row, up_path
 
 
 class PlainDecoder(Decoder):
@@ -31,8 +31,7 @@ class PlainDecoder(Decoder):
         self.net = nn.Sequential(conv3(spec.token_channels, spec.width), ResBlock(spec.width),
                                  up_path(spec.width, spec.upsamplings, spec.decoded_channels))
         if cfg.step_film:
-            self.film = nn.Embedding(spec.tokens_max, 2 * spec.width)
-            nn.init.zeros_(self.film.weight)
+            self.film = film_table(spec.tokens_max, spec.width)
         if cfg.linear:
             self.linear = StepLinear(spec.tokens_max, spec.token_channels * spec.token_size ** 2,
                                      (spec.decoded_channels, spec.image_size, spec.image_size))

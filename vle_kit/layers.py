@@ -17,6 +17,14 @@ from torch import Tensor, nn
 Activation = nn.SiLU  # as good as GELU here and cheaper on CPUs (README, "Speed")
 
 
+def film_table(rows: int, channels: int) -> nn.Embedding:
+    """FiLM parameters for `rows` conditions (steps, or values of K) of `channels` features,
+    at zero so that each starts as the identity."""
+    table = nn.Embedding(rows, 2 * channels)
+    nn.init.zeros_(table.weight)
+    return table
+
+
 def table_row(table: nn.Embedding, index: int) -> Tensor:
     """Row `index` of a conditioning table; past its end, the last row (a step or a K beyond
     what training saw reuses the largest)."""

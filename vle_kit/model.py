@@ -12,7 +12,6 @@ and the token layer around them are fixed here.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 
 import torch
@@ -31,7 +30,8 @@ from vle_kit.interfaces import (
     State,
     take,
 )
-from vle_kit.layers import Activation, ResBlock, StepLinear, conv3, film, stem, table_row
+from vle_kit.layers import (Activation, ResBlock, StepLinear, conv3, film, film_table, stem,
+                            table_row)
 
 
 @dataclasses.dataclass(frozen=True)  # not attrs: DistributedDataParallel looks into dataclasses
@@ -98,15 +98,12 @@ class VLE(nn.Module):
         for name, part in parts.items():
             self.add_module(name, part)
         width, token = cfg.width, cfg.token
-        down = int(math.log2(spec.image_size // (2 * token.size)))  # image -> memory resolution
+        down = spec.upsamplings - 1  # image -> memory resolution, twice the token's
         in_channels = spec.image_channels + self.composer.extra_channels  # what the encoder sees
         self.stem = stem(in_channels, width, down)
         # FiLM from "how many tokens were asked for" and "which step is this" (notes, Apr 12)
-        self.film_k = nn.Embedding(spec.tokens_max + 1, 2 * width) if cfg.tell_k else None
-        self.film_step = nn.Embedding(spec.tokens_max, 2 * width)
-        for table in (self.film_k, self.film_step):
-            if table is not None:
-                nn.init.zeros_(table.weight)
+        self.film_k = film_table(spec.tokens_max + 1, width) if cfg.tell_k else None
+        self.film_step = film_table(spec.tokens_max, width)
         self.body = nn.Sequential(*[ResBlock(width) for _ in range(cfg.blocks)])
         self.gaussian, self.gain = token.gaussian, token.gain
         token_channels = token.channels * (1 + token.gaussian)
