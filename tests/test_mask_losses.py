@@ -11,6 +11,8 @@ from vle_kit_plugins.data_shapes import ShapesConfig, ShapesDataset
 from vle_kit_plugins.loss_binarize import BinarizeLoss
 from vle_kit_plugins.loss_coverage import CoverageLoss
 from vle_kit_plugins.loss_exp_difference import ExpDifferenceConfig, ExpDifferenceLoss
+from vle_kit_plugins.loss_piecewise_constant import (PiecewiseConstantConfig,
+                                                     PiecewiseConstantLoss)
 from vle_kit_plugins.loss_smoothness import SmoothnessLoss
 
 from vle_kit.interfaces import State
@@ -52,6 +54,39 @@ def test_binarize_gradient_pushes_towards_zero_or_one(masks):
     BinarizeLoss(BinarizeLoss.Config())(masks, None).backward()
     below, above = masks.detach() < 0.5, masks.detach() > 0.5
     assert (masks.grad[below] >= 0).all() and (masks.grad[above] <= 0).all()
+
+
+def test_piecewise_constant_by_area_passes_the_suite():
+    check_mask_loss(PiecewiseConstantLoss, PiecewiseConstantConfig(normalize="area"),
+                    zero_at=painted_partitions())
+
+
+def two_squares(side: int, colours: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A 32 px scene of two squares of `side` pixels and the channel values `colours` on a
+    black background, with masks (1, 2, 1, H, W): both squares in the first, the rest after."""
+    image = -torch.ones(1, 3, 32, 32)
+    both = torch.zeros(1, 1, 32, 32)
+    for corner, colour in zip((2, 20), colours):
+        image[:, :, corner:corner + side, corner:corner + side] = colour
+        both[..., corner:corner + side, corner:corner + side] = 1
+    return torch.stack([both, 1 - both], 1), image
+
+
+@given(st.integers(5, 10), st.integers(5, 10), st.floats(-0.5, 1), st.floats(-0.5, 1))
+def test_piecewise_constant_by_area_prices_a_merge_whatever_the_objects_size(small, large, a, b):
+    """Averaged over the image, a token that takes two objects of different colours pays in
+    proportion to their area; normalised by each mask's area it pays their colour variance,
+    the same for small objects as for large ones."""
+    small, large = min(small, large), max(small, large)
+    by_image, by_area = (PiecewiseConstantLoss(PiecewiseConstantConfig(normalize=n))
+                         for n in ("image", "area"))
+    (m_small, x_small), (m_large, x_large) = (two_squares(s, (a, b)) for s in (small, large))
+    variance = (a - b) ** 2 / 4
+    assert by_area(m_small, x_small).item() == pytest.approx(variance, abs=1e-4)
+    assert by_area(m_large, x_large).item() == pytest.approx(variance, abs=1e-4)
+    expected = variance * 2 * small ** 2 / 1024
+    assert by_image(m_small, x_small).item() == pytest.approx(expected, abs=1e-5)
+    assert by_image(m_small, x_small) <= by_image(m_large, x_large) + 1e-6
 
 
 @given(mask_stacks())
