@@ -38,8 +38,8 @@ class PiecewiseConstantLoss(MaskLoss):
         if self.cfg.normalize == "image":
             return spread.sum(1).mean()
         floor = self.cfg.min_area * m.shape[-1] * m.shape[-2]
-        variance = spread.sum(dim=(3, 4)).mean(2) / area[:, :, 0, 0, 0].clamp_min(floor)
-        return variance.sum(1).mean()  # (B, K) -> summed over the masks, averaged over images
+        variance = spread.sum(dim=(3, 4), keepdim=True) / area.clamp_min(floor)  # (B, K, C, 1, 1)
+        return variance.flatten(2).mean(2).sum(1).mean()  # summed over masks, mean over images
 
 
 @hookimpl
