@@ -314,6 +314,47 @@ def test_step_weights_scale_each_steps_term(vanilla):
     assert steps.item() == pytest.approx((2 * 0.25 + 1 * 0.01) / 2)
 
 
+@settings(deadline=None)
+@given(st.lists(st.lists(st.floats(1e-4, 1.0), min_size=2, max_size=6), min_size=1, max_size=4)
+       .filter(lambda rows: len({len(r) for r in rows}) == 1),
+       st.sampled_from(("mse", "log_mse", "log_mse_image")))
+def test_rise_is_zero_when_every_token_helps_and_pushes_only_the_rising_steps(rows, loss):
+    """train.rise: zero for errors that never rise; otherwise positive, with gradient only
+    on the later error of each rising pair (never on the first step's, never pushing an error
+    up); the log forms do not depend on the errors' scale."""
+    from vle_kit.objective import image_rise
+
+    errors = torch.tensor(rows, dtype=torch.float64, requires_grad=True)
+    rise = image_rise(errors, loss)
+    rising = errors[:, 1:] > errors[:, :-1]
+    assert rise.item() >= 0
+    assert (rise.item() > 0) == bool(rising.any())
+    falling = torch.sort(errors.detach(), dim=1, descending=True).values
+    assert image_rise(falling, loss).item() == 0
+    if rising.any():
+        rise.backward()
+        assert (errors.grad[:, 0] == 0).all()
+        assert (errors.grad[:, 1:][rising] > 0).all() and (errors.grad[:, 1:][~rising] == 0).all()
+    if loss != "mse":
+        assert image_rise(errors.detach() * 7, loss).item() == pytest.approx(rise.item())
+
+
+def test_rise_enters_the_loss_with_its_weight(vanilla):
+    from vle_kit.model import Output
+    from vle_kit.objective import objective
+
+    x = torch.zeros(2, 3, 2, 2)
+    recons = torch.stack([torch.full_like(x, 0.1), torch.full_like(x, 0.3)], 1)  # error rises
+    out = Output(recons, recons, recons, None)
+    _, off = tiny_model(vanilla, "train.loss='mse'")
+    _, on = tiny_model(vanilla, "train.loss='mse'", "train.rise=2.0")
+    assert "rise" not in objective(out, x, off, step=0)
+    terms = objective(out, x, on, step=0)
+    assert terms["rise"].item() == pytest.approx(0.09 - 0.01)
+    assert (terms["loss"] - objective(out, x, off, step=0)["loss"]).item() == pytest.approx(
+        2 * (0.09 - 0.01))
+
+
 @pytest.mark.parametrize("saliency,combiner", [("{use='inherent'}", "{use='masked_fill'}"),
                                                ("{use='deconstructor'}",
                                                 "{use='constructor', fill=true}")])

@@ -131,6 +131,7 @@ class TrainConfig:
     loss: str = attrs.field(  # log_mse: each reconstruction term is the log of the batch's MSE,
         default="mse",  # so halving a small error counts as halving a large one; log_mse_image:
         validator=v.in_(("mse", "log_mse", "log_mse_image")))  # the mean of each image's log
+    rise: float = attrs.field(default=0.0, validator=v.ge(0))  # weight of any image's error rising
     grad_clip: float = attrs.field(default=1.0, validator=v.ge(0))  # 0 turns clipping off
     augment: tuple[str, ...] = attrs.field(  # flips: the square's 8 symmetries; channels:
         default=(), validator=v.deep_iterable(v.in_(tuple(AUGMENTATIONS))))  # colour channel orders

@@ -1,6 +1,7 @@
 """What training minimises: one function from a forward pass to the loss and its terms.
 
-    loss = final + train.step_loss * steps + kl_weight * kl + sum of weighted mask losses
+    loss = final + train.step_loss * steps + train.rise * rise + kl_weight * kl
+           + sum of weighted mask losses
 
 `final` is the MSE after the last of the K tokens (notes, Apr 18: the final reconstruction of
 the full input), `steps` the mean over all K steps of the MSE after that step, each times its
@@ -8,7 +9,9 @@ the full input), `steps` the mean over all K steps of the MSE after that step, e
 `train.loss = "log_mse"` both take the log of each MSE instead, so every token's relative
 improvement counts alike and late tokens, whose errors are small, are not drowned out by early
 ones; "log_mse_image" takes the log of each image's MSE, so every image's relative improvement
-counts alike too. `kl` is the KL term of a Gaussian token per image value; each mask loss ramps
+counts alike too. `rise` is how much any image's error rises from one token to the next
+(the VLE's promise is that no token makes an image worse), in the units of the other terms.
+`kl` is the KL term of a Gaussian token per image value; each mask loss ramps
 up linearly over its `warmup` steps.
 """
 
@@ -30,6 +33,19 @@ def log_of_batch_mean(local: Tensor) -> Tensor:
     return whole.log() + (local - local.detach()) / whole
 
 
+def image_rise(per_image: Tensor, loss: str) -> Tensor:
+    """How much each image's error (B, K) rises from one step to the next, averaged over images
+    and steps, in the units the loss `loss` measures errors in: zero when every token helps
+    every image. The earlier error is held fixed, so only the later token is pushed down."""
+    before, after = per_image[:, :-1].detach(), per_image[:, 1:]
+    if loss == "log_mse_image":
+        return (after.clamp_min(1e-8).log() - before.clamp_min(1e-8).log()).relu().mean()
+    rise = (after - before).relu()
+    if loss == "log_mse":  # the log of the batch's mean: each step's rise relative to its mean
+        rise = rise / distributed.mean(after.mean(0).detach()).clamp_min(1e-8)
+    return rise.mean()
+
+
 def objective(out: Output, images: Tensor, recipe: Recipe, step: int,
               mask_losses: list[tuple[str, MaskLoss]] = ()) -> dict[str, Tensor]:
     """The loss of a training step at `step` on `images` (B, C, H, W) in [-1, 1], under the
@@ -46,6 +62,9 @@ def objective(out: Output, images: Tensor, recipe: Recipe, step: int,
     weighted = per_step * per_step.new_tensor(weights)
     terms = {"final": per_step[-1], "steps": weighted.mean()}
     loss = terms["final"] + recipe.train.step_loss * terms["steps"]
+    if recipe.train.rise and per_image.shape[1] > 1:
+        terms["rise"] = image_rise(per_image, recipe.train.loss)
+        loss = loss + recipe.train.rise * terms["rise"]
     if out.kl is not None:  # per image value, the scale of the MSE
         terms["kl"] = out.kl.float().mean() / images[0].numel()
         loss = loss + recipe.model.token.kl_weight * terms["kl"]
