@@ -9,10 +9,10 @@ the full input), `steps` the mean over all K steps of the MSE after that step, e
 `train.loss = "log_mse"` both take the log of each MSE instead, so every token's relative
 improvement counts alike and late tokens, whose errors are small, are not drowned out by early
 ones; "log_mse_image" takes the log of each image's MSE, so every image's relative improvement
-counts alike too. `rise` is how much any image's error rises from one token to the next
-(the VLE's promise is that no token makes an image worse), in the units of the other terms.
-`kl` is the KL term of a Gaussian token per image value; each mask loss ramps
-up linearly over its `warmup` steps.
+counts alike too. `rise` is how much any image's error rises from one token to the next (the
+VLE's promise is that no token makes an image worse), in the units of the other terms. `kl` is
+the KL term of a Gaussian token per image value; each mask loss ramps up linearly over its
+`warmup` steps.
 """
 
 from __future__ import annotations
