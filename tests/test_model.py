@@ -322,21 +322,22 @@ def test_rise_is_zero_when_every_token_helps_and_pushes_only_the_rising_steps(ro
     """train.rise: zero for errors that never rise; otherwise positive, with gradient only
     on the later error of each rising pair (never on the first step's, never pushing an error
     up); the log forms do not depend on the errors' scale."""
-    from vle_kit.objective import image_rise
+    from vle_kit.objective import image_rise, in_loss_units
 
     errors = torch.tensor(rows, dtype=torch.float64, requires_grad=True)
-    rise = image_rise(errors, loss)
+    rise = image_rise(*in_loss_units(errors, loss))
     rising = errors[:, 1:] > errors[:, :-1]
     assert rise.item() >= 0
     assert (rise.item() > 0) == bool(rising.any())
     falling = torch.sort(errors.detach(), dim=1, descending=True).values
-    assert image_rise(falling, loss).item() == 0
+    assert image_rise(*in_loss_units(falling, loss)).item() == 0
     if rising.any():
         rise.backward()
         assert (errors.grad[:, 0] == 0).all()
         assert (errors.grad[:, 1:][rising] > 0).all() and (errors.grad[:, 1:][~rising] == 0).all()
     if loss != "mse":
-        assert image_rise(errors.detach() * 7, loss).item() == pytest.approx(rise.item())
+        assert image_rise(*in_loss_units(errors.detach() * 7, loss)).item() == pytest.approx(
+            rise.item())
 
 
 def test_rise_enters_the_loss_with_its_weight(vanilla):

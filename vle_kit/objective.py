@@ -25,25 +25,33 @@ from vle_kit.interfaces import MaskLoss
 from vle_kit.model import Output
 
 
-def log_of_batch_mean(local: Tensor) -> Tensor:
-    """log of the mean over the whole batch, of which `local` is this rank's mean, with its
-    gradient: each rank's term is its mean over the whole batch's, so the ranks' averaged
-    gradients are the gradient of the log of the whole batch's mean, as in one process."""
-    whole = distributed.mean(local.detach()).clamp_min(1e-8)
+def in_loss_units(per_image: Tensor, loss: str) -> tuple[Tensor, Tensor | None]:
+    """Each image's error at each step (B, K) as the loss `loss` measures it, and the scale
+    (K,) a change of it is divided by, or None: the log of each error for log_mse_image; for
+    log_mse the errors as they are and the whole batch's mean at each step (over every rank),
+    the derivative of the log of that mean."""
+    if loss == "log_mse_image":
+        return per_image.clamp_min(1e-8).log(), None
+    if loss == "log_mse":
+        return per_image, distributed.mean(per_image.mean(0).detach()).clamp_min(1e-8)
+    return per_image, None
+
+
+def log_of_batch_mean(local: Tensor, whole: Tensor) -> Tensor:
+    """log of the mean `whole` over the whole batch, of which `local` is this rank's mean,
+    with its gradient: each rank's term is its mean over the whole batch's, so the ranks'
+    averaged gradients are the gradient of the log of the whole batch's mean, as in one
+    process."""
     return whole.log() + (local - local.detach()) / whole
 
 
-def image_rise(per_image: Tensor, loss: str) -> Tensor:
-    """How much each image's error (B, K) rises from one step to the next, averaged over images
-    and steps, in the units the loss `loss` measures errors in: zero when every token helps
-    every image. The earlier error is held fixed, so only the later token is pushed down."""
-    before, after = per_image[:, :-1].detach(), per_image[:, 1:]
-    if loss == "log_mse_image":
-        return (after.clamp_min(1e-8).log() - before.clamp_min(1e-8).log()).relu().mean()
-    rise = (after - before).relu()
-    if loss == "log_mse":  # the log of the batch's mean: each step's rise relative to its mean
-        rise = rise / distributed.mean(after.mean(0).detach()).clamp_min(1e-8)
-    return rise.mean()
+def image_rise(errors: Tensor, scale: Tensor | None = None) -> Tensor:
+    """How much each image's error (B, K) rises from one step to the next, each step's rise
+    divided by its `scale` (K,) if given, averaged over images and steps: zero when every
+    token helps every image. The earlier error is held fixed, so only the later token is
+    pushed down."""
+    rise = (errors[:, 1:] - errors[:, :-1].detach()).relu()
+    return (rise if scale is None else rise / scale[1:]).mean()
 
 
 def objective(out: Output, images: Tensor, recipe: Recipe, step: int,
@@ -51,19 +59,17 @@ def objective(out: Output, images: Tensor, recipe: Recipe, step: int,
     """The loss of a training step at `step` on `images` (B, C, H, W) in [-1, 1], under the
     key "loss", beside every term it sums (scalars)."""
     per_image = (out.recons.float() - images[:, None]).pow(2).mean(dim=(2, 3, 4))  # (B, K)
+    errors, scale = in_loss_units(per_image, recipe.train.loss)
+    per_step = errors.mean(0)
     if recipe.train.loss == "log_mse":
-        per_step = log_of_batch_mean(per_image.mean(0))
-    elif recipe.train.loss == "log_mse_image":
-        per_step = per_image.clamp_min(1e-8).log().mean(0)
-    else:
-        per_step = per_image.mean(0)
+        per_step = log_of_batch_mean(per_step, scale)
     weights = recipe.train.step_weights[:len(per_step)]
     weights += (1.0,) * (len(per_step) - len(weights))
     weighted = per_step * per_step.new_tensor(weights)
     terms = {"final": per_step[-1], "steps": weighted.mean()}
     loss = terms["final"] + recipe.train.step_loss * terms["steps"]
     if recipe.train.rise and per_image.shape[1] > 1:
-        terms["rise"] = image_rise(per_image, recipe.train.loss)
+        terms["rise"] = image_rise(errors, scale)
         loss = loss + recipe.train.rise * terms["rise"]
     if out.kl is not None:  # per image value, the scale of the MSE
         terms["kl"] = out.kl.float().mean() / images[0].numel()
