@@ -36,7 +36,8 @@ ZERO_AT = {"binarize": binary_stacks(), "coverage": partitions(),
            "claimed_area": mask_stacks(k=(1, 1)),
            "sliver": mask_stacks(kinds=("zeros", "ones", "collapse")),
            "area_cap": mask_stacks(kinds=("zeros",)),
-           "speck": mask_stacks(kinds=("zeros", "ones", "collapse"))}
+           "speck": mask_stacks(kinds=("zeros", "ones", "collapse")),
+           "compactness": mask_stacks(kinds=("zeros", "ones", "collapse"))}
 
 
 @pytest.mark.parametrize("name", REGISTRY.names("mask_loss"))
@@ -190,6 +191,27 @@ def test_sliver_prices_a_ring_by_its_area_and_a_disc_by_its_corners():
     masks = ring.clone().requires_grad_(True)
     loss(masks, None).backward()
     assert (masks.grad[ring > 0] > 0).all(), "a ring's pixels are all pushed down"
+
+
+@given(st.integers(3, 8), st.integers(0, 4), st.floats(0.0, 1.0))
+def test_compactness_prices_a_merge_and_a_ring_and_not_one_object(side, gap, faint):
+    """Two squares in one mask lie far from their common centre; each in its own mask is
+    nearly a disc. A ring around a square lies further out than the square's own pixels. The
+    background (over `max_area`) is not priced, and a mask's faint rest adds to its price."""
+    from vle_kit_plugins.loss_compactness import CompactnessLoss
+
+    loss = CompactnessLoss(CompactnessLoss.Config())
+    merged, _ = two_squares(side, (0.0, 0.0))  # (1, 2, 1, 32, 32): both squares, the rest
+    first, second = merged[:, :1].clone(), merged[:, :1].clone()
+    first[..., 16:, :], second[..., :16, :] = 0, 0
+    separate = torch.cat([first, second, merged[:, 1:]], 1)
+    one_square = loss(separate[:, :1], None).item()
+    assert 0 <= one_square < 0.002 * side ** 2 / 25  # a square is a little less compact than a disc
+    assert loss(merged, None).item() > 5 * loss(separate, None).item()
+    ring = torch.nn.functional.max_pool2d(first[:, 0], 2 * gap + 3, 1, gap + 1)[:, None] - first
+    assert loss(ring, None) > loss(first, None)
+    assert loss(merged[:, 1:], None).item() == 0, "the background is not priced"
+    assert loss(first + faint * 0.01 * (1 - first), None) >= loss(first, None) - 1e-7
 
 
 def test_area_cap_prices_the_collapse_and_not_one_object_a_token():
