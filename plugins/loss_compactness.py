@@ -6,8 +6,8 @@ around an object, lies far beyond that (two 6-pixel discs 15 pixels apart: about
 image's area above it; a one-pixel ring of radius 5: 0.02), a single compact object near it.
 So it prices the merges of similarly coloured objects that `piecewise_constant` lets through
 (masks.png of `inherent`: merged objects often share a hue), and the rings `sliver` prices.
-Beside `inherent`'s losses it cuts the merges (by half at 30) but rounds objects into blobs (crosses lose
-their arms): FG-ARI falls (README, "Mask models"); no recipe uses it.
+Beside `inherent`'s losses it cuts the merges (by half at weight 30) but rounds objects into
+blobs (crosses lose their arms): FG-ARI falls (README, "Mask models"); no recipe uses it.
 
 Masks larger than `max_area` are not priced (the background, which surrounds the objects);
 a mask smaller than `min_area` is divided by that area instead of its own, so faint masks pay
