@@ -40,9 +40,9 @@ def spread_beyond_disc(masks: Tensor, min_area: float) -> tuple[Tensor, Tensor]:
     y = (torch.arange(h, device=masks.device, dtype=masks.dtype)[:, None] + 0.5) / unit
     x = (torch.arange(w, device=masks.device, dtype=masks.dtype)[None, :] + 0.5) / unit
     area = masks.mean((2, 3))
-    mass = masks.sum((2, 3)).clamp_min(1e-6)
-    cy = (masks * y).sum((2, 3)) / mass
-    cx = (masks * x).sum((2, 3)) / mass
+    held = area.clamp_min(1e-9)  # an empty mask's centre: anywhere, its spread is 0
+    cy = (masks * y).mean((2, 3)) / held
+    cx = (masks * x).mean((2, 3)) / held
     distance = (y - cy[..., None, None]).pow(2) + (x - cx[..., None, None]).pow(2)
     spread = (masks * distance).mean((2, 3)) / area.clamp_min(min_area)
     return spread - area / (2 * math.pi), area
