@@ -33,6 +33,7 @@ class ImageFolderConfig(DataConfig):
 
 class ImageFolderDataset(Dataset):
     Config = ImageFolderConfig
+    augment = ("flips", "channels")  # a few photographs lack hues the held-out ones have
 
     def split_folders(self) -> dict[str, Path] | None:
         """{"train": root/train, "test": root/test or root/val} when root has them."""

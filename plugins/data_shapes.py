@@ -72,6 +72,7 @@ def draw_scene(rng: np.random.Generator, size: int, cfg: ShapesConfig):
 
 class ShapesDataset(Dataset):
     Config = ShapesConfig
+    augment = ("flips",)  # not "channels": the colours come from a fixed palette
 
     def load(self, split: str) -> ImageSet:
         cfg = self.cfg

@@ -143,6 +143,23 @@ def test_resolved_recipe_round_trips(vanilla):
     assert isinstance(again, Recipe)
 
 
+def test_augment_data_means_the_data_sets_own_augmentations(vanilla, tmp_path):
+    """"data" in train.augment is replaced on validation by what the data set names, in place
+    and without repeats, so a saved recipe (and a resume) reads the same names."""
+    as_data = ["train.augment=['channels', 'data']"]
+    shapes, registry = load_recipe(vanilla, as_data)
+    assert shapes.train.augment == ("channels", "flips")
+    folder, _ = load_recipe(vanilla, as_data + ["data.use=image_folder", f"data.root='{tmp_path}'"])
+    assert folder.train.augment == ("channels", "flips")
+    folder, _ = load_recipe(vanilla, ["train.augment=['data']", "data.use=image_folder",
+                                      f"data.root='{tmp_path}'"])
+    assert folder.train.augment == ("flips", "channels")
+    assert validate(to_table(shapes), registry) == shapes
+    with pytest.raises(RecipeError, match=r"train.augment: must be in \('flips', 'channels', "
+                                          r"'data'\), got 'dat'"):
+        load_recipe(vanilla, ["train.augment=['dat']"])
+
+
 def test_empty_recipe_takes_every_default(tmp_path):
     recipe = validate({}, load_registry())
     assert recipe.model.memory.use == "convlstm" and recipe.data.use == "shapes"

@@ -11,7 +11,7 @@ import attrs
 import torch
 from attrs import validators as v
 
-from vle_kit.data import AUGMENTATIONS
+from vle_kit.data import AUGMENTATIONS, OWN_AUGMENTATIONS
 from vle_kit.slots import SLOTS
 
 
@@ -134,7 +134,8 @@ class TrainConfig:
     rise: float = attrs.field(default=0.0, validator=v.ge(0))  # weight of any image's error rising
     grad_clip: float = attrs.field(default=1.0, validator=v.ge(0))  # 0 turns clipping off
     augment: tuple[str, ...] = attrs.field(  # flips: the square's 8 symmetries; channels:
-        default=(), validator=v.deep_iterable(v.in_(tuple(AUGMENTATIONS))))  # colour channel orders
+        default=(),  # colour channel orders; data: the data set's own (resolved on validation)
+        validator=v.deep_iterable(v.in_((*AUGMENTATIONS, OWN_AUGMENTATIONS))))
     ema: float = attrs.field(  # > 0: an exponential moving average of the weights with this
         default=0.0, validator=[v.ge(0), v.lt(1)])  # decay is what is scored, evaluated, used
     log_every: int = attrs.field(default=25, validator=v.ge(1))

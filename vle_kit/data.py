@@ -40,6 +40,7 @@ def channel_orders(images: Tensor) -> list[Tensor]:
 
 
 AUGMENTATIONS = {"flips": square_symmetries, "channels": channel_orders}
+OWN_AUGMENTATIONS = "data"  # in train.augment: the data set's own (Dataset.augment)
 
 
 def augment(images: Tensor, names: tuple[str, ...], seed: int,
@@ -131,6 +132,7 @@ class Dataset:
     """Loads the `train` or `test` split of a data set as an ImageSet."""
 
     Config: ClassVar[type] = DataConfig
+    augment: ClassVar[tuple[str, ...]] = ()  # what train.augment = ["data"] means for this set
 
     def __init__(self, cfg):
         self.cfg = cfg

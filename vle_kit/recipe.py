@@ -15,6 +15,7 @@ import attrs
 import tomli_w
 
 from vle_kit.config import Choice, Recipe
+from vle_kit.data import OWN_AUGMENTATIONS
 from vle_kit.errors import PluginError, RecipeError
 from vle_kit.plugins import Registry, load_module, load_registry
 from vle_kit.slots import Slot
@@ -112,9 +113,22 @@ def validate(table: dict, registry: Registry, source: str = "<recipe>",
         problems += _cross_checks(recipe, registry)
     if problems:
         raise RecipeError(source, problems)
+    recipe = _with_own_augmentations(recipe, registry)
     if not recipe.recipe.name:
         recipe = attrs.evolve(recipe, recipe=attrs.evolve(recipe.recipe, name=Path(source).stem))
     return recipe
+
+
+def _with_own_augmentations(recipe: Recipe, registry: Registry) -> Recipe:
+    """train.augment with "data" replaced by the data set's own augmentations, so that the
+    resolved recipe a run saves, and everything that reads it, names them."""
+    names = recipe.train.augment
+    if OWN_AUGMENTATIONS not in names:
+        return recipe
+    own = registry.get("dataset", recipe.data.use).factory.augment
+    names = tuple(dict.fromkeys(n for name in names
+                                for n in (own if name == OWN_AUGMENTATIONS else (name,))))
+    return attrs.evolve(recipe, train=attrs.evolve(recipe.train, augment=names))
 
 
 def _cross_checks(recipe: Recipe, registry: Registry) -> list[str]:
