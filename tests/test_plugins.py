@@ -12,7 +12,7 @@ from vle_kit.cli import main
 from vle_kit.errors import PluginError, RecipeError
 from vle_kit.interfaces import Composer, Decoder
 from vle_kit.plugins import load_registry
-from vle_kit.recipe import load_recipe
+from vle_kit.recipe import load_recipe, validate
 from vle_kit.results import Evaluation
 from vle_kit.runs import RunDir
 
@@ -92,6 +92,29 @@ class SignComposer(Composer):
 def register_composers(register):
     register("sign", SignComposer)
 '''
+
+
+def test_a_data_set_naming_an_unknown_augmentation_is_a_recipe_error(vanilla):
+    """`train.augment = ["data"]` is resolved on reading the recipe, so a data set plug-in
+    whose own augmentations name one that does not exist fails `check`, not a training step."""
+    shapes = load_registry().get("dataset", "shapes").factory
+
+    class Turned(shapes):
+        augment = ("flips", "rotations")
+
+    class TurnedPlugin:
+        @staticmethod
+        @hookimpl
+        def register_datasets(register):
+            register("turned", Turned)
+
+    registry = load_registry([TurnedPlugin()])
+    table = {"data": {"use": "turned"}, "train": {"augment": ["data"]}}
+    with pytest.raises(RecipeError, match="train.augment: \"data\" stands for data set "
+                                          "'turned''s augment, which names 'rotations'"):
+        validate(table, registry)
+    assert validate({**table, "train": {"augment": ["flips"]}}, registry).train.augment == (
+        "flips",)
 
 
 def test_user_module_from_the_command_line(vanilla, tmp_path, capsys, monkeypatch):

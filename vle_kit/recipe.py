@@ -15,7 +15,7 @@ import attrs
 import tomli_w
 
 from vle_kit.config import Choice, Recipe
-from vle_kit.data import OWN_AUGMENTATIONS
+from vle_kit.data import AUGMENTATIONS, OWN_AUGMENTATIONS
 from vle_kit.errors import PluginError, RecipeError
 from vle_kit.plugins import Registry, load_module, load_registry
 from vle_kit.slots import Slot
@@ -110,22 +110,27 @@ def validate(table: dict, registry: Registry, source: str = "<recipe>",
     problems = [] if problems is None else problems
     recipe = _build(Recipe, table, "", problems, registry)
     if recipe is not None:
+        recipe = _with_own_augmentations(recipe, registry, problems)
         problems += _cross_checks(recipe, registry)
     if problems:
         raise RecipeError(source, problems)
-    recipe = _with_own_augmentations(recipe, registry)
     if not recipe.recipe.name:
         recipe = attrs.evolve(recipe, recipe=attrs.evolve(recipe.recipe, name=Path(source).stem))
     return recipe
 
 
-def _with_own_augmentations(recipe: Recipe, registry: Registry) -> Recipe:
+def _with_own_augmentations(recipe: Recipe, registry: Registry, problems: list[str]) -> Recipe:
     """train.augment with "data" replaced by the data set's own augmentations, so that the
     resolved recipe a run saves, and everything that reads it, names them."""
     names = recipe.train.augment
     if OWN_AUGMENTATIONS not in names:
         return recipe
     own = registry.get("dataset", recipe.data.use).factory.augment
+    unknown = [n for n in own if n not in AUGMENTATIONS]
+    if unknown:
+        problems.append(f"train.augment: \"data\" stands for data set {recipe.data.use!r}'s "
+                        f"augment, which names {unknown[0]!r}; known: {', '.join(AUGMENTATIONS)}")
+        return recipe
     names = tuple(dict.fromkeys(n for name in names
                                 for n in (own if name == OWN_AUGMENTATIONS else (name,))))
     return attrs.evolve(recipe, train=attrs.evolve(recipe.train, augment=names))
