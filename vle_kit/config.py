@@ -91,7 +91,8 @@ def _one_weight_per_k(instance, attribute, value):
         return
     ks = instance.max - instance.min + 1
     if len(value) != ks:
-        raise ValueError(f"needs one weight for each K from min to max ({ks}), got {len(value)}")
+        raise ValueError(f"needs one weight for each K from min to max ({ks}), got "
+                         f"{len(value)} (tokens.weights = [] draws K uniformly)")
     if any(w < 0 for w in value) or sum(value) <= 0:
         raise ValueError(f"must be at least 0 with a positive sum, got {list(value)}")
 

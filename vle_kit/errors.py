@@ -19,6 +19,9 @@ class RecipeError(VleKitError):
         self.problems = problems
         super().__init__("\n".join(f"{source}: {p}" for p in problems))
 
+    def __reduce__(self):  # rebuilt from its arguments, so it crosses process boundaries whole
+        return type(self), (self.source, self.problems)
+
 
 class Interrupted(VleKitError):
     """The user asked a run to stop; a checkpoint was saved."""

@@ -159,7 +159,7 @@ def _cross_checks(recipe: Recipe, registry: Registry) -> list[str]:
     weights, k = recipe.train.step_weights, recipe.tokens.max
     if len(weights) > k:
         problems.append(f"train.step_weights: at most one weight for each step to tokens.max "
-                        f"({k}), got {len(weights)}")
+                        f"({k}), got {len(weights)} (train.step_weights = [] weighs all 1)")
     if recipe.train.batch > recipe.data.config.train:
         problems.append(f"train.batch: {recipe.train.batch} is more than the "
                         f"{recipe.data.config.train} training images (data.train)")
