@@ -36,13 +36,15 @@ RECIPE = str(ROOT / "recipes" / "vanilla.toml")
 # and width 32 (after them) with 2900, the minutes of the recipe with them (after BUDGET, so
 # they win); width 48's OFF already sets 64; the decoder's linear map goes with its table;
 # the learning rate of 3e-3 came next, then the schedule's end, then the averaged weights, then
-# the training images' symmetries, then their channel orders too (after "flips")
+# the training images' symmetries, then their channel orders too (after "flips"); then the
+# second prefix weighted 2 and K = 8 drawn twice as often (2650 steps, the minutes of 2900)
 OFF = {"loss": ["train.loss='mse'"], "gain": ["model.token.gain=false"],
        "decoder": ["model.decoder={use='plain'}"], "k": ["tokens.min=1", "train.batch=32"],
        "film": [], "memory 1x1": ["model.memory.kernel=3"], "memory 16": ["model.memory.hidden=32"],
        "width 48": ["model.width=64"], "linear": ["model.token.linear=false"], "width 32": [],
        "lr 3e-3": ["train.lr=2e-3"], "lr end 1%": ["train.lr_end=0.1"], "ema": ["train.ema=0"],
-       "flips": ["train.augment=[]"], "channels": []}
+       "flips": ["train.augment=[]"], "channels": [], "second prefix x2": ["train.step_weights=[]"],
+       "k8 twice": ["tokens.weights=[]"]}
 ON = {"loss": ["train.loss='log_mse'"], "gain": ["model.token.gain=true"],
       "decoder": ["model.decoder={use='context'}"], "k": ["tokens.min=8", "train.batch=18"],
       "film": ["model.decoder.step_film=true"], "memory 1x1": ["model.memory.kernel=1"],
@@ -51,7 +53,9 @@ ON = {"loss": ["train.loss='log_mse'"], "gain": ["model.token.gain=true"],
       "linear": ["model.token.linear=true", "model.decoder.linear=true", "train.steps=2000"],
       "width 32": ["model.width=32", "train.steps=2900"], "lr 3e-3": ["train.lr=3e-3"],
       "lr end 1%": ["train.lr_end=0.01"], "ema": ["train.ema=0.99"],
-      "flips": ["train.augment=['flips']"], "channels": ["train.augment=['flips', 'channels']"]}
+      "flips": ["train.augment=['flips']"], "channels": ["train.augment=['flips', 'channels']"],
+      "second prefix x2": ["train.step_weights=[1.0, 2.0]"],
+      "k8 twice": ["tokens.weights=[1, 1, 1, 1, 1, 1, 1, 2]", "train.steps=2650"]}
 VARIANTS = {
     "none (the recipe before)": [],
     "log-MSE objective": ["loss"],
@@ -86,6 +90,19 @@ VARIANTS = {
     " + weights averaged + images flipped + their channels reordered":
         ["loss", "gain", "film", "memory 16", "linear", "width 32", "lr 3e-3", "ema", "flips",
          "channels"],
+    "log-MSE + gain + step FiLM + memory of 16 + linear maps + width 32 + learning rate 3e-3"
+    " + weights averaged + images flipped + the second prefix weighted 2":
+        ["loss", "gain", "film", "memory 16", "linear", "width 32", "lr 3e-3", "ema", "flips",
+         "second prefix x2"],
+    "log-MSE + gain + step FiLM + memory of 16 + linear maps + width 32 + learning rate 3e-3"
+    " + weights averaged + images flipped + K = 8 twice as often, 2650 steps":
+        ["loss", "gain", "film", "memory 16", "linear", "width 32", "lr 3e-3", "ema", "flips",
+         "k8 twice"],
+    "log-MSE + gain + step FiLM + memory of 16 + linear maps + width 32 + learning rate 3e-3"
+    " + weights averaged + images flipped + the second prefix weighted 2 + K = 8 twice as"
+    " often, 2650 steps":
+        ["loss", "gain", "film", "memory 16", "linear", "width 32", "lr 3e-3", "ema", "flips",
+         "second prefix x2", "k8 twice"],
 }
 
 
@@ -110,7 +127,9 @@ def changes_of(recipe: dict) -> set[str]:
           "lr end 1%": recipe["train"].get("lr_end", 0.1) == 0.01,
           "ema": recipe["train"].get("ema", 0.0) == 0.99,
           "flips": "flips" in recipe["train"].get("augment", []),
-          "channels": "channels" in recipe["train"].get("augment", [])}
+          "channels": "channels" in recipe["train"].get("augment", []),
+          "second prefix x2": recipe["train"].get("step_weights", []) == [1.0, 2.0],
+          "k8 twice": recipe["tokens"].get("weights", []) == [1, 1, 1, 1, 1, 1, 1, 2]}
     token, decoder = (recipe["model"][t].get("linear", False) for t in ("token", "decoder"))
     on["linear"] = token and decoder
     on["one linear map"] = token != decoder  # in no variant: such a run is not one of them

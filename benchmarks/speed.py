@@ -146,7 +146,8 @@ def scaling(path: Path, overrides: list[str], repeats: int) -> dict:
     """Seconds per training step as K and as the image size grow."""
     per_k = {}
     for k in (1, 2, 4, 8, 16):
-        trainer = trainer_for(path, overrides + [f"tokens.max={k}", "tokens.weights=[]"])
+        trainer = trainer_for(path, overrides + [f"tokens.max={k}", "tokens.weights=[]",
+                                                 "train.step_weights=[]"])
         per_k[k] = timed(lambda: trainer.train_step(k), repeats)
     per_size = {}
     for size in (32, 64, 128):
@@ -185,7 +186,7 @@ def overhead(path: Path, overrides: list[str], repeats: int) -> dict:
     work), a step of each in turn, the first of a pair alternating: the median of the pairs'
     time ratios, so that noise lasting longer than a step (other tenants) cancels out."""
     trainer = trainer_for(path, overrides + ["model.memory={use='none'}", "tokens.max=1",
-                                             "tokens.weights=[]",
+                                             "tokens.weights=[]", "train.step_weights=[]",
                                              "model.token.gain=false", "train.loss='mse'",
                                              "train.ema=0", "train.augment=[]"])
     steps = {"framework": lambda: trainer.train_step(1), "hand": hand_written_step(trainer)}

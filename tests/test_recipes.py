@@ -160,6 +160,17 @@ def test_augment_data_means_the_data_sets_own_augmentations(vanilla, tmp_path):
         load_recipe(vanilla, ["train.augment=['dat']"])
 
 
+def test_a_recipe_error_pickles_whole(vanilla):
+    """The benchmarks build recipes in child processes: their errors must come back as the
+    same one-line problems, not as a broken process pool."""
+    import pickle
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(vanilla, ["tokens.max=1"])
+    again = pickle.loads(pickle.dumps(caught.value))
+    assert again.problems == caught.value.problems and str(again) == str(caught.value)
+    assert "tokens.weights: needs one weight for each K from min to max (1), got 8" in str(again)
+
+
 def test_empty_recipe_takes_every_default(tmp_path):
     recipe = validate({}, load_registry())
     assert recipe.model.memory.use == "convlstm" and recipe.data.use == "shapes"

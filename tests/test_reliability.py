@@ -154,7 +154,8 @@ def test_nan_loss(vanilla, tmp_path, on_nan):
     (tmp_path / "nan_mode.py").write_text(NAN_COMPOSER)
     runs = tmp_path / "runs"
     proc = vle_kit("run", str(vanilla), "--runs", str(runs), "-p", str(tmp_path / "nan_mode.py"),
-                   *sets(*TINY, "tokens.max=1", "model.composer.use=nan_third",
+                   *sets(*TINY, "tokens.max=1", "train.step_weights=[]",
+                         "model.composer.use=nan_third",
                          "train.checkpoint_every=1", f"train.on_nan={on_nan}"))
     out, err = proc.communicate(timeout=300)
     run = only_run(runs)
