@@ -50,6 +50,12 @@ ROOT = Path(__file__).resolve().parent.parent
 SMALL_DATA = ["data.train=512", "data.test=16"]  # the data are generated, not what is timed
 
 
+def up_to_k(k: int) -> list[str]:
+    """Overrides for K up to `k`: a recipe's per-K and per-step weights are sized to its own
+    tokens.max, so they go too (K is then drawn uniformly, every step weighted 1)."""
+    return [f"tokens.max={k}", "tokens.weights=[]", "train.step_weights=[]"]
+
+
 def sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -146,8 +152,7 @@ def scaling(path: Path, overrides: list[str], repeats: int) -> dict:
     """Seconds per training step as K and as the image size grow."""
     per_k = {}
     for k in (1, 2, 4, 8, 16):
-        trainer = trainer_for(path, overrides + [f"tokens.max={k}", "tokens.weights=[]",
-                                                 "train.step_weights=[]"])
+        trainer = trainer_for(path, overrides + up_to_k(k))
         per_k[k] = timed(lambda: trainer.train_step(k), repeats)
     per_size = {}
     for size in (32, 64, 128):
@@ -185,10 +190,9 @@ def overhead(path: Path, overrides: list[str], repeats: int) -> dict:
     augmentation off, so that both train the same network on the same loss and do the same
     work), a step of each in turn, the first of a pair alternating: the median of the pairs'
     time ratios, so that noise lasting longer than a step (other tenants) cancels out."""
-    trainer = trainer_for(path, overrides + ["model.memory={use='none'}", "tokens.max=1",
-                                             "tokens.weights=[]", "train.step_weights=[]",
-                                             "model.token.gain=false", "train.loss='mse'",
-                                             "train.ema=0", "train.augment=[]"])
+    trainer = trainer_for(path, overrides + up_to_k(1) + [
+        "model.memory={use='none'}", "model.token.gain=false", "train.loss='mse'", "train.ema=0",
+        "train.augment=[]"])
     steps = {"framework": lambda: trainer.train_step(1), "hand": hand_written_step(trainer)}
     times = {name: [] for name in steps}
     for i in range(2 + 6 * repeats):
