@@ -56,6 +56,11 @@ ON = {"loss": ["train.loss='log_mse'"], "gain": ["model.token.gain=true"],
       "flips": ["train.augment=['flips']"], "channels": ["train.augment=['flips', 'channels']"],
       "second prefix x2": ["train.step_weights=[1.0, 2.0]"],
       "k8 twice": ["tokens.weights=[1, 1, 1, 1, 1, 1, 1, 2]", "train.steps=2650"]}
+# the recipe with the training images flipped: what the variants after it add to
+FLIPPED = ("log-MSE + gain + step FiLM + memory of 16 + linear maps + width 32 + learning rate"
+           " 3e-3 + weights averaged + images flipped")
+FLIPPED_CHANGES = ["loss", "gain", "film", "memory 16", "linear", "width 32", "lr 3e-3", "ema",
+                   "flips"]
 VARIANTS = {
     "none (the recipe before)": [],
     "log-MSE objective": ["loss"],
@@ -83,26 +88,12 @@ VARIANTS = {
     "log-MSE + gain + step FiLM + memory of 16 + linear maps + width 32 + learning rate 3e-3"
     " + weights averaged (EMA 0.99)":
         ["loss", "gain", "film", "memory 16", "linear", "width 32", "lr 3e-3", "ema"],
-    "log-MSE + gain + step FiLM + memory of 16 + linear maps + width 32 + learning rate 3e-3"
-    " + weights averaged + images flipped":
-        ["loss", "gain", "film", "memory 16", "linear", "width 32", "lr 3e-3", "ema", "flips"],
-    "log-MSE + gain + step FiLM + memory of 16 + linear maps + width 32 + learning rate 3e-3"
-    " + weights averaged + images flipped + their channels reordered":
-        ["loss", "gain", "film", "memory 16", "linear", "width 32", "lr 3e-3", "ema", "flips",
-         "channels"],
-    "log-MSE + gain + step FiLM + memory of 16 + linear maps + width 32 + learning rate 3e-3"
-    " + weights averaged + images flipped + the second prefix weighted 2":
-        ["loss", "gain", "film", "memory 16", "linear", "width 32", "lr 3e-3", "ema", "flips",
-         "second prefix x2"],
-    "log-MSE + gain + step FiLM + memory of 16 + linear maps + width 32 + learning rate 3e-3"
-    " + weights averaged + images flipped + K = 8 twice as often, 2650 steps":
-        ["loss", "gain", "film", "memory 16", "linear", "width 32", "lr 3e-3", "ema", "flips",
-         "k8 twice"],
-    "log-MSE + gain + step FiLM + memory of 16 + linear maps + width 32 + learning rate 3e-3"
-    " + weights averaged + images flipped + the second prefix weighted 2 + K = 8 twice as"
-    " often, 2650 steps":
-        ["loss", "gain", "film", "memory 16", "linear", "width 32", "lr 3e-3", "ema", "flips",
-         "second prefix x2", "k8 twice"],
+    FLIPPED: FLIPPED_CHANGES,
+    FLIPPED + " + their channels reordered": FLIPPED_CHANGES + ["channels"],
+    FLIPPED + " + the second prefix weighted 2": FLIPPED_CHANGES + ["second prefix x2"],
+    FLIPPED + " + K = 8 twice as often, 2650 steps": FLIPPED_CHANGES + ["k8 twice"],
+    FLIPPED + " + the second prefix weighted 2 + K = 8 twice as often, 2650 steps":
+        FLIPPED_CHANGES + ["second prefix x2", "k8 twice"],
 }
 
 
