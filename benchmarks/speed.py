@@ -51,9 +51,10 @@ SMALL_DATA = ["data.train=512", "data.test=16"]  # the data are generated, not w
 
 
 def up_to_k(k: int) -> list[str]:
-    """Overrides for K up to `k`: a recipe's per-K and per-step weights are sized to its own
-    tokens.max, so they go too (K is then drawn uniformly, every step weighted 1)."""
-    return [f"tokens.max={k}", "tokens.weights=[]", "train.step_weights=[]"]
+    """Overrides for K from 1 up to `k`: a recipe's tokens.min (8 in `inherent`) may exceed k,
+    and its per-K and per-step weights are sized to its own tokens.max, so they go too (K is
+    then drawn uniformly, every step weighted 1)."""
+    return ["tokens.min=1", f"tokens.max={k}", "tokens.weights=[]", "train.step_weights=[]"]
 
 
 def sync() -> None:

@@ -13,9 +13,9 @@ RECIPES = sorted((ROOT / "recipes").glob("*.toml"))
 
 # A model and data small enough for a CPU test to train in a second.
 TINY = ["model.width=16", "model.token.size=4", "model.memory.hidden=8", "data.size=16",
-        "data.train=64", "data.test=16", "tokens.max=3", "tokens.weights=[]", "train.batch=8",
-        "train.steps=4", "train.warmup=1", "train.log_every=1", "train.checkpoint_every=2",
-        "train.grid_images=2"]
+        "data.train=64", "data.test=16", "tokens.min=1", "tokens.max=3", "tokens.weights=[]",
+        "train.batch=8", "train.steps=4", "train.warmup=1", "train.log_every=1",
+        "train.checkpoint_every=2", "train.grid_images=2"]
 
 
 @pytest.fixture
