@@ -5,7 +5,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import RECIPES, ROOT
 
 from benchmarks.speed import growth, main, up_to_k
 from vle_kit.recipe import load_recipe
@@ -32,12 +32,12 @@ def test_speed_benchmark_writes_every_measure(tmp_path, capsys):
     assert "framework overhead" in out and "| module | ms | share |" in out
 
 
-@pytest.mark.parametrize("name", ["fixed_k", "inherent", "constructor"])
-def test_the_speed_probes_that_fix_k_load_for_every_recipe(name):
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_the_speed_probes_that_fix_k_load_for_every_recipe(path):
     """A recipe's tokens.min may be above the K a probe asks for (8 in fixed_k and inherent)
     and its weights sized to its own K; the probe's overrides still make a valid recipe."""
     for k in (1, 16):
-        recipe, _ = load_recipe(ROOT / "recipes" / f"{name}.toml", up_to_k(k))
+        recipe, _ = load_recipe(path, up_to_k(k))
         assert (recipe.tokens.min, recipe.tokens.max) == (1, k)
 
 
