@@ -124,6 +124,31 @@ def test_masks_never_claim_more_than_is_left(batch, k, size, data):
         assert (state.mask_sum <= 1).all()
 
 
+@given(st.integers(1, 3), st.integers(2, 4), st.integers(2, 6), st.floats(0.01, 0.5), st.data())
+def test_masks_under_min_area_are_dropped(batch, k, size, min_area, data):
+    """With `min_area`, every mask but the last (which takes the rest) is empty or holds at
+    least that share of the image above 0.5; the running sum still never passes 1."""
+    cfg = MaskConfig(min_area=min_area, straight_through=data.draw(st.booleans()))
+    state = State.start(torch.zeros(batch, 3, size, size), k)
+    for step in range(k):
+        state.step = step
+        mask = logits_to_mask(data.draw(logits((batch, 1, size, size))), state, cfg)
+        assert (mask <= 1 - state.mask_sum + 1e-6).all()
+        if step < k - 1:
+            share = (mask > 0.5).flatten(1).float().mean(1)
+            empty = mask.flatten(1).amax(1) == 0
+            assert (empty | (share >= min_area)).all()
+        state.mask_sum = (state.mask_sum + mask).clamp(0, 1)
+
+
+def test_min_area_keeps_a_region_and_drops_a_speck():
+    state = State.start(torch.zeros(2, 3, 8, 8), 3)
+    region, speck = torch.full((1, 1, 8, 8), -9.0), torch.full((1, 1, 8, 8), -9.0)
+    region[..., :4, :4], speck[..., 0, 0] = 9.0, 9.0  # 16 of 64 pixels; one of 64
+    mask = logits_to_mask(torch.cat([region, speck]), state, MaskConfig(min_area=0.1))
+    assert mask[0, 0, :4, :4].min() > 0.99 and mask[1].max() == 0
+
+
 def scenes(count=60):
     """(true partition, collapse pattern, image) for generated scenes, one image each."""
     data = ShapesDataset(ShapesConfig(size=32, train=count, test=1)).load("train")

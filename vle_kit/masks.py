@@ -23,6 +23,8 @@ class MaskConfig:
     anneal_from: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))  # 0 = off
     straight_through: bool = False  # round to 0/1 going forward, identity gradient going back
     scope: bool = True  # a mask only claims what earlier ones left; the last takes the rest
+    min_area: float = attrs.field(default=0.0, validator=[attrs.validators.ge(0),
+                                                          attrs.validators.lt(1)])  # 0 = off
 
 
 def takes_the_rest(state: State, cfg: MaskConfig) -> bool:
@@ -40,7 +42,11 @@ def logits_to_mask(logits: Tensor, state: State, cfg: MaskConfig) -> Tensor:
     mask = 0.5 * (1 + torch.tanh(scale * logits))
     if cfg.straight_through:
         mask = mask + (mask.round() - mask).detach()
-    return mask * (1 - state.mask_sum) if cfg.scope else mask
+    if cfg.scope:
+        mask = mask * (1 - state.mask_sum)
+    if cfg.min_area:
+        mask = mask * ((mask > 0.5).flatten(1).float().mean(1) >= cfg.min_area).view(-1, 1, 1, 1)
+    return mask
 
 
 @attrs.frozen(kw_only=True)
