@@ -141,12 +141,15 @@ def test_masks_under_min_area_are_dropped(batch, k, size, min_area, data):
         state.mask_sum = (state.mask_sum + mask).clamp(0, 1)
 
 
-def test_min_area_keeps_a_region_and_drops_a_speck():
-    state = State.start(torch.zeros(2, 3, 8, 8), 3)
+def test_min_area_keeps_a_region_drops_a_speck_and_rises_with_training():
     region, speck = torch.full((1, 1, 8, 8), -9.0), torch.full((1, 1, 8, 8), -9.0)
     region[..., :4, :4], speck[..., 0, 0] = 9.0, 9.0  # 16 of 64 pixels; one of 64
-    mask = logits_to_mask(torch.cat([region, speck]), state, MaskConfig(min_area=0.1))
-    assert mask[0, 0, :4, :4].min() > 0.99 and mask[1].max() == 0
+    cfg = MaskConfig(min_area=0.1)
+    for progress, speck_kept in [(0.0, True), (0.1, True), (0.2, False), (1.0, False)]:
+        state = State.start(torch.zeros(2, 3, 8, 8), 3, progress)
+        mask = logits_to_mask(torch.cat([region, speck]), state, cfg)
+        assert mask[0, 0, :4, :4].min() > 0.99
+        assert (mask[1, 0, 0, 0] > 0.99) == speck_kept and mask[1].sum() < 1.01
 
 
 def scenes(count=60):

@@ -4,7 +4,10 @@ A mask is a scaled tanh of the head's logits (notes, Apr 28: clamping is necessa
 to (0, 1); its scale can be annealed over training; it can be rounded with a straight-through
 gradient; and with `scope` it is taken from what earlier masks left (MONet's stick-breaking), so
 the running sum never passes 1, and the last of the K tokens takes all that is left, so the K
-masks always cover the image.
+masks always cover the image. With `min_area`, a mask holding less than that share of the image
+above 0.5 is dropped, in training and decoding alike: a token claims a region or nothing, and
+what it would have held stays for later tokens (GENESIS-v2 stops at the first empty mask). The
+least area rises from 0 with training's progress, so that tokens first learn to take objects.
 """
 
 from __future__ import annotations
@@ -44,8 +47,9 @@ def logits_to_mask(logits: Tensor, state: State, cfg: MaskConfig) -> Tensor:
         mask = mask + (mask.round() - mask).detach()
     if cfg.scope:
         mask = mask * (1 - state.mask_sum)
-    if cfg.min_area:
-        mask = mask * ((mask > 0.5).flatten(1).float().mean(1) >= cfg.min_area).view(-1, 1, 1, 1)
+    if cfg.min_area:  # held from the start, tokens learn to take several objects, not be dropped
+        least = cfg.min_area * state.progress
+        mask = mask * ((mask > 0.5).flatten(1).float().mean(1) >= least).view(-1, 1, 1, 1)
     return mask
 
 
