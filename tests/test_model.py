@@ -191,7 +191,7 @@ DECODERS = [["model.decoder={use='plain'}"],  # whole tables: vanilla.toml's has
 
 MASK_MODELS = [("{use='inherent'}", "{use='masked_sum'}"),
                ("{use='inherent'}", "{use='masked_fill'}"),
-               ("{use='inherent', min_area=0.2}", "{use='masked_fill'}"),  # drops the tiny model's second masks
+               ("{use='inherent', min_area=0.2}", "{use='masked_fill'}"),  # drops some masks
                ("{use='inherent', scope=false}", "{use='paint'}"),
                ("{use='inherent', scope=false}", "{use='paint', over='first'}"),
                ("{use='conv'}", "{use='masked_sum'}"), ("{use='conv'}", "{use='masked_fill'}"),
