@@ -16,6 +16,7 @@ import attrs
 import torch
 from torch import Tensor, nn
 
+from vle_kit.decomposition import mask_area
 from vle_kit.interfaces import SaliencyHead, State
 from vle_kit.layers import Activation, ResBlock, conv3
 
@@ -49,7 +50,7 @@ def logits_to_mask(logits: Tensor, state: State, cfg: MaskConfig) -> Tensor:
         mask = mask * (1 - state.mask_sum)
     if cfg.min_area:  # held from the start, tokens learn to take several objects, not be dropped
         least = cfg.min_area * state.progress
-        mask = mask * ((mask > 0.5).flatten(1).float().mean(1) >= least).view(-1, 1, 1, 1)
+        mask = mask * (mask_area(mask[:, None]) >= least)[..., None, None]
     return mask
 
 
