@@ -113,8 +113,21 @@ def table(name: str, entries: list[dict]) -> str:
                      + ("" if None in merged else f"merged objects {spread(merged, 3)}, ")
                      + f"collapse {spread([r.masks.collapse_share for r in results], 3)}, "
                      f"largest off-diagonal token similarity "
-                     f"{spread([most_similar(r) for r in results], 3)}")
+                     f"{spread([most_similar(r) for r in results], 3)}"
+                     + _later_measures(results))
     return markdown(lines)
+
+
+def _later_measures(results: list[Evaluation]) -> str:
+    """The mask measures runs made before them lack: silence resumed, labels told by a
+    token's place."""
+    resumed = [r.masks.resumed_share for r in results]
+    told = [r.masks.token_tells_label for r in results]
+    text = "" if None in resumed else f", silence resumed {spread(resumed, 3)}"
+    if None not in told:
+        text += "".join(f", token tells {label} {spread([t[label] for t in told], 3)}"
+                        for label in told[0])
+    return text
 
 
 def most_similar(result: Evaluation) -> float:

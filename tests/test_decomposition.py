@@ -12,6 +12,8 @@ from vle_kit.decomposition import (
     count_accuracy,
     fg_ari,
     merged_share,
+    resumed_share,
+    token_tells_label,
     with_leftover,
 )
 
@@ -105,3 +107,46 @@ def test_merged_share_is_a_share_and_zero_when_each_object_has_its_own_mask(seed
     assert 0.0 <= merged_share(masks, ids) <= 1.0
     own = (ids[:, None] == torch.arange(objects + 1)[:, None, None]).float()[:, :, None]
     assert merged_share(own, ids) == 0.0
+
+
+def _one_mask_each(ids: torch.Tensor, order: list[int], k: int) -> torch.Tensor:
+    """(1, k, 1, H, W) masks: object order[t] at token t, then empty ones, the background last."""
+    masks = torch.zeros(1, k, 1, *ids.shape[1:])
+    for t, g in enumerate(order):
+        masks[0, t, 0] = (ids[0] == g).float()
+    masks[0, -1, 0] = (ids[0] == 0).float()
+    return masks
+
+
+def test_resumed_share_counts_silence_that_does_not_last():
+    ids = torch.zeros(1, 4, 4, dtype=torch.long)
+    ids[0, :2, :2], ids[0, 2:, 2:] = 1, 2
+    in_turn = _one_mask_each(ids, [1, 2], 5)  # objects, silence, the rest
+    assert resumed_share(in_turn) == 0.0
+    gap = torch.cat([in_turn[:, :1], in_turn[:, 2:3], in_turn[:, 1:2], in_turn[:, 3:]], 1)
+    assert resumed_share(gap) == 1.0  # object, silence, object
+    assert resumed_share(torch.cat([in_turn, gap])) == 0.5
+
+
+def test_token_tells_label_is_one_for_slots_and_zero_for_objects_taken_in_turn():
+    ids = torch.zeros(2, 4, 4, dtype=torch.long)
+    ids[:, :2, :2], ids[:, 2:, 2:] = 1, 2
+    labels = torch.tensor([[0, 1], [1, 0]])  # the two objects' colours, swapped in image 2
+    in_turn = torch.cat([_one_mask_each(ids[:1], [1, 2], 3)] * 2)  # whatever their colour
+    assert token_tells_label(in_turn, ids, labels) == 0.0
+    slots = torch.cat([_one_mask_each(ids[:1], [1, 2], 3), _one_mask_each(ids[:1], [2, 1], 3)])
+    assert token_tells_label(slots, ids, labels) == 1.0  # token 1 always draws colour 0
+    none = torch.full_like(labels, -1)
+    assert token_tells_label(slots, ids, none) == 0.0
+
+
+@given(st.integers(0, 2**32 - 1), st.integers(1, 4), st.integers(1, 5), st.integers(1, 3),
+       st.integers(1, 4))
+def test_decomposition_shares_lie_in_zero_one(seed, objects, k, n, kinds):
+    rng = np.random.default_rng(seed)
+    ids = torch.from_numpy(rng.integers(0, objects + 1, (n, 6, 6)))
+    masks = torch.from_numpy(rng.random((n, k, 1, 6, 6), dtype=np.float32))
+    labels = torch.from_numpy(rng.integers(-1, kinds, (n, objects)))
+    assert 0.0 <= resumed_share(masks) <= 1.0
+    assert -1e-9 <= token_tells_label(masks, ids, labels) <= 1.0 + 1e-9
+

@@ -276,8 +276,10 @@ def test_a_mask_model_on_scenes_is_scored_on_how_it_splits_them(vanilla):
     result = evaluate(build_model(recipe, registry), train_set, test_set, k=3,
                       floats_per_token=64, device=torch.device("cpu"), probe_images=16)
     scores = attrs.asdict(result.masks)
-    assert set(scores) == {"collapse_share", "fg_ari", "count_accuracy", "merged_share"}
+    assert set(scores) == {"collapse_share", "fg_ari", "count_accuracy", "merged_share",
+                           "resumed_share", "token_tells_label"}
     assert -1 <= scores.pop("fg_ari") <= 1  # an adjusted index: below 0 when worse than chance
+    assert set(scores.pop("token_tells_label")) == set(test_set.labels)  # shape, colour
     assert all(0 <= v <= 1 for v in scores.values())
 
 

@@ -1,5 +1,6 @@
 """How well masks split a scene into its objects: FG-ARI, object count, merged objects, the
-collapse pattern."""
+collapse pattern; and whether tokens take the objects in turn, then fall silent, or are slots
+for kinds of object (what the token's place tells of its object's label, silence resumed)."""
 
 from __future__ import annotations
 
@@ -80,3 +81,35 @@ def collapse_share(masks: Tensor, full: float = 0.9, empty: float = 0.01) -> flo
     area = mask_area(masks)
     pattern = (area[:, :-1] > full) & (area[:, 1:] < empty)
     return pattern.any(1).float().mean().item()
+
+
+def resumed_share(masks: Tensor) -> float:
+    """Share of images where a token claims something after an empty mask (the last token,
+    which takes the rest under `scope`, aside): silence that does not last. Tokens that take
+    the objects in turn fall silent once and stay so, and an adaptive length that stops at
+    the first empty mask (`--min-mask`) loses nothing; tokens that are slots for kinds of
+    object are silent wherever their kind is missing."""
+    full = nonempty(masks)[:, :-1]
+    silent_before = (~full).cumsum(1) > 0
+    return (full[:, 1:] & silent_before[:, :-1]).any(1).float().mean().item()
+
+
+def token_tells_label(masks: Tensor, objects: Tensor, labels: Tensor) -> float:
+    """How well the place of the token holding an object tells the object's label (N, G - 1;
+    -1 = none; object i's label at column i - 1), beyond chance: the share of objects whose
+    label is the commonest one at their token, less the share of the commonest label overall,
+    over 1 less the latter. 0 when a token's place says nothing of what it draws (objects
+    taken in turn), 1 when each token is the slot of one label (token 3 draws the yellow
+    objects), and FG-ARI then falls wherever two objects of one slot share a scene."""
+    counts = overlaps(masks, objects)[:, 1:]  # (N, G - 1, K + 1)
+    label = labels[:, :counts.shape[1]]
+    held = (counts.sum(2) > 0) & (label >= 0)
+    token, label = counts.argmax(2)[held], label[held]
+    if not len(label):
+        return 0.0
+    kinds = int(label.max()) + 1
+    table = torch.bincount(token * kinds + label, minlength=counts.shape[2] * kinds)
+    table = table.view(counts.shape[2], kinds).double()
+    told, chance = table.max(1).values.sum() / len(label), table.sum(0).max() / len(label)
+    return 0.0 if chance == 1 else ((told - chance) / (1 - chance)).item()
+

@@ -262,6 +262,16 @@ def mask_information(result: Evaluation) -> str:
             f"{result.vle.mse[-1]:.5f}).")
 
 
+def mask_rows(result: Evaluation) -> list[list[str]]:
+    """The masks' scores as table rows, a row per label for token_tells_label."""
+    rows = []
+    for name, value in attrs.asdict(result.masks).items():
+        by_label = value if isinstance(value, dict) else {None: value}
+        rows += [[name if label is None else f"{name}: {label}", f"{v:.3f}"]
+                 for label, v in by_label.items() if v is not None]
+    return rows
+
+
 def verdict(result: Evaluation) -> str:
     """One line: where the VLE stands against PCA, whether every token helps, and for mask
     models how well the masks split the scenes."""
@@ -279,11 +289,17 @@ def verdict(result: Evaluation) -> str:
     parts = [against, ("the error falls with every token" if falls else
                        "the error does not fall with every token")
              + f" (each token improves at least {worst:.0%} of images)"]
-    if result.masks is not None and result.masks.fg_ari is not None:
-        parts.append(f"FG-ARI {result.masks.fg_ari:.2f}, count accuracy "
-                     f"{result.masks.count_accuracy:.2f}"
-                     + ("" if result.masks.merged_share is None else
-                        f", {result.masks.merged_share:.0%} of objects share a token"))
+    masks = result.masks
+    if masks is not None and masks.fg_ari is not None:
+        parts.append(f"FG-ARI {masks.fg_ari:.2f}, count accuracy {masks.count_accuracy:.2f}"
+                     + ("" if masks.merged_share is None else
+                        f", {masks.merged_share:.0%} of objects share a token"))
+    if masks is not None and masks.token_tells_label:
+        label, value = max(masks.token_tells_label.items(), key=lambda item: item[1])
+        parts.append(f"the place of the token holding an object tells its {label} at "
+                     f"{value:.2f} (0: objects taken in turn, 1: a slot per {label})")
+    if masks is not None and masks.resumed_share is not None:
+        parts.append(f"a token claims after an empty mask in {masks.resumed_share:.0%} of images")
     return "; ".join(parts) + "."
 
 
@@ -335,8 +351,8 @@ def write_report(result: Evaluation, recipe_text: str, title: str, folder: Path,
             "<h2>Reconstruction per token</h2>", html_blocks([curve_table(result)]),
             "<h2>Token separation</h2>", html_blocks(separation_blocks(result))]
     if result.masks is not None:
-        body += ["<h2>Masks</h2>", html_blocks([mask_information(result), (["measure", "value"], [
-            [k, f"{v:.3f}"] for k, v in attrs.asdict(result.masks).items() if v is not None])])]
+        body += ["<h2>Masks</h2>", html_blocks([mask_information(result),
+                                                 (["measure", "value"], mask_rows(result))])]
     if result.adaptive is not None:
         body += ["<h2>Adaptive length</h2>", html_blocks(adaptive_blocks(result))]
     body += ["<h2>Figures</h2>"] + [_image(folder / name, caption) for name, caption in figures

@@ -32,6 +32,8 @@ class MaskScores:
     fg_ari: float | None = None  # where the data has object ids
     count_accuracy: float | None = None
     merged_share: float | None = None  # objects whose main mask is another object's too
+    resumed_share: float | None = None  # images where a token claims after an empty mask
+    token_tells_label: dict[str, float] | None = None  # label name -> 0 (taken in turn) .. 1
 
 
 @attrs.frozen(kw_only=True)
