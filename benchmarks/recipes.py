@@ -119,13 +119,13 @@ def table(name: str, entries: list[dict]) -> str:
 
 
 def _later_measures(results: list[Evaluation]) -> str:
-    """The mask measures runs made before them lack: silence resumed, labels told by a
-    token's place."""
+    """The mask measures runs made before them lack: silence resumed, the token an object's
+    label tells."""
     resumed = [r.masks.resumed_share for r in results]
-    told = [r.masks.token_tells_label for r in results]
+    told = [r.masks.label_tells_token for r in results]
     text = "" if None in resumed else f", silence resumed {spread(resumed, 3)}"
     if None not in told:
-        text += "".join(f", token tells {label} {spread([t[label] for t in told], 3)}"
+        text += "".join(f", {label} tells the token {spread([t[label] for t in told], 3)}"
                         for label in told[0])
     return text
 

@@ -11,9 +11,9 @@ from vle_kit.decomposition import (
     collapse_share,
     count_accuracy,
     fg_ari,
+    label_tells_token,
     merged_share,
     resumed_share,
-    token_tells_label,
     with_leftover,
 )
 
@@ -128,16 +128,18 @@ def test_resumed_share_counts_silence_that_does_not_last():
     assert resumed_share(torch.cat([in_turn, gap])) == 0.5
 
 
-def test_token_tells_label_is_one_for_slots_and_zero_for_objects_taken_in_turn():
+def test_label_tells_token_is_one_for_slots_and_zero_for_objects_taken_in_turn():
     ids = torch.zeros(2, 4, 4, dtype=torch.long)
     ids[:, :2, :2], ids[:, 2:, 2:] = 1, 2
     labels = torch.tensor([[0, 1], [1, 0]])  # the two objects' colours, swapped in image 2
     in_turn = torch.cat([_one_mask_each(ids[:1], [1, 2], 3)] * 2)  # whatever their colour
-    assert token_tells_label(in_turn, ids, labels) == 0.0
+    assert label_tells_token(in_turn, ids, labels) == 0.0
     slots = torch.cat([_one_mask_each(ids[:1], [1, 2], 3), _one_mask_each(ids[:1], [2, 1], 3)])
-    assert token_tells_label(slots, ids, labels) == 1.0  # token 1 always draws colour 0
+    assert label_tells_token(slots, ids, labels) == 1.0  # token 1 always draws colour 0
+    pairs = torch.tensor([[0, 1], [2, 3]])  # token 1 the slot of colours 0 and 2
+    assert label_tells_token(in_turn, ids, pairs) == 1.0
     none = torch.full_like(labels, -1)
-    assert token_tells_label(slots, ids, none) == 0.0
+    assert label_tells_token(slots, ids, none) == 0.0
 
 
 @given(st.integers(0, 2**32 - 1), st.integers(1, 4), st.integers(1, 5), st.integers(1, 3),
@@ -148,5 +150,5 @@ def test_decomposition_shares_lie_in_zero_one(seed, objects, k, n, kinds):
     masks = torch.from_numpy(rng.random((n, k, 1, 6, 6), dtype=np.float32))
     labels = torch.from_numpy(rng.integers(-1, kinds, (n, objects)))
     assert 0.0 <= resumed_share(masks) <= 1.0
-    assert -1e-9 <= token_tells_label(masks, ids, labels) <= 1.0 + 1e-9
+    assert -1e-9 <= label_tells_token(masks, ids, labels) <= 1.0 + 1e-9
 

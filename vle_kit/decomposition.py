@@ -94,13 +94,13 @@ def resumed_share(masks: Tensor) -> float:
     return (full[:, 1:] & silent_before[:, :-1]).any(1).float().mean().item()
 
 
-def token_tells_label(masks: Tensor, objects: Tensor, labels: Tensor) -> float:
-    """How well the place of the token holding an object tells the object's label (N, G - 1;
-    -1 = none; object i's label at column i - 1), beyond chance: the share of objects whose
-    label is the commonest one at their token, less the share of the commonest label overall,
-    over 1 less the latter. 0 when a token's place says nothing of what it draws (objects
-    taken in turn), 1 when each token is the slot of one label (token 3 draws the yellow
-    objects), and FG-ARI then falls wherever two objects of one slot share a scene."""
+def label_tells_token(masks: Tensor, objects: Tensor, labels: Tensor) -> float:
+    """How well an object's label (N, G - 1; -1 = none; object i's label at column i - 1)
+    tells which token holds it, beyond chance: the share of objects held by the token that
+    holds most objects of their label, less the share of the token that holds most objects
+    overall, over 1 less the latter. 0 when the label says nothing of the token (objects
+    taken in turn), 1 when the tokens are slots for labels (token 3 draws the yellow and the
+    orange objects), and FG-ARI then falls wherever two objects of one slot share a scene."""
     counts = overlaps(masks, objects)[:, 1:]  # (N, G - 1, K + 1)
     label = labels[:, :counts.shape[1]]
     held = (counts.sum(2) > 0) & (label >= 0)
@@ -110,6 +110,5 @@ def token_tells_label(masks: Tensor, objects: Tensor, labels: Tensor) -> float:
     kinds = int(label.max()) + 1
     table = torch.bincount(token * kinds + label, minlength=counts.shape[2] * kinds)
     table = table.view(counts.shape[2], kinds).double()
-    told, chance = table.max(1).values.sum() / len(label), table.sum(0).max() / len(label)
+    told, chance = table.max(0).values.sum() / len(label), table.sum(1).max() / len(label)
     return 0.0 if chance == 1 else ((told - chance) / (1 - chance)).item()
-

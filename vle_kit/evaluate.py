@@ -13,8 +13,8 @@ from vle_kit import distributed, report, separation
 from vle_kit.adaptive import evaluate_adaptive
 from vle_kit.config import Recipe
 from vle_kit.data import ImageSet, augmented_orders, to_signed, to_unit
-from vle_kit.decomposition import (collapse_share, count_accuracy, fg_ari, merged_share,
-                                   resumed_share, token_tells_label)
+from vle_kit.decomposition import (collapse_share, count_accuracy, fg_ari, label_tells_token,
+                                   merged_share, resumed_share)
 from vle_kit.images import write_grid
 from vle_kit.model import VLE, Encoding
 from vle_kit.recipe import dump_recipe
@@ -260,8 +260,8 @@ def evaluate(model: VLE, train_set: ImageSet, test_set: ImageSet, *, k: int,
             masks = attrs.evolve(masks, fg_ari=fg_ari(test.masks, objects).nanmean().item(),
                                  count_accuracy=count_accuracy(test.masks, objects),
                                  merged_share=merged_share(test.masks, objects),
-                                 token_tells_label={
-                                     name: token_tells_label(test.masks, objects, labels)
+                                 label_tells_token={
+                                     name: label_tells_token(test.masks, objects, labels)
                                      for name, labels in test_set.labels.items()} or None)
     adaptive = evaluate_adaptive(test.mse, test.ssim, asked_mse, test_set.images,
                                  test_set.objects, test.masks, max_error, min_mask)

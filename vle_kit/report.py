@@ -263,7 +263,7 @@ def mask_information(result: Evaluation) -> str:
 
 
 def mask_rows(result: Evaluation) -> list[list[str]]:
-    """The masks' scores as table rows, a row per label for token_tells_label."""
+    """The masks' scores as table rows, a row per label for label_tells_token."""
     rows = []
     for name, value in attrs.asdict(result.masks).items():
         by_label = value if isinstance(value, dict) else {None: value}
@@ -294,10 +294,10 @@ def verdict(result: Evaluation) -> str:
         parts.append(f"FG-ARI {masks.fg_ari:.2f}, count accuracy {masks.count_accuracy:.2f}"
                      + ("" if masks.merged_share is None else
                         f", {masks.merged_share:.0%} of objects share a token"))
-    if masks is not None and masks.token_tells_label:
-        label, value = max(masks.token_tells_label.items(), key=lambda item: item[1])
-        parts.append(f"the place of the token holding an object tells its {label} at "
-                     f"{value:.2f} (0: objects taken in turn, 1: a slot per {label})")
+    if masks is not None and masks.label_tells_token:
+        label, value = max(masks.label_tells_token.items(), key=lambda item: item[1])
+        parts.append(f"the {label} of an object tells which token holds it at {value:.2f} "
+                     f"(0: objects taken in turn, 1: tokens are slots for {label}s)")
     if masks is not None and masks.resumed_share is not None:
         parts.append(f"a token claims after an empty mask in {masks.resumed_share:.0%} of images")
     return "; ".join(parts) + "."

@@ -33,7 +33,7 @@ class MaskScores:
     count_accuracy: float | None = None
     merged_share: float | None = None  # objects whose main mask is another object's too
     resumed_share: float | None = None  # images where a token claims after an empty mask
-    token_tells_label: dict[str, float] | None = None  # label name -> 0 (taken in turn) .. 1
+    label_tells_token: dict[str, float] | None = None  # label name -> 0 (taken in turn) .. 1
 
 
 @attrs.frozen(kw_only=True)
