@@ -1,6 +1,6 @@
 """How well masks split a scene into its objects: FG-ARI, object count, merged objects, the
 collapse pattern; and whether tokens take the objects in turn, then fall silent, or are slots
-for kinds of object (what the token's place tells of its object's label, silence resumed)."""
+for kinds of object (silence resumed, the token an object's label tells)."""
 
 from __future__ import annotations
 
