@@ -151,4 +151,3 @@ def test_decomposition_shares_lie_in_zero_one(seed, objects, k, n, kinds):
     labels = torch.from_numpy(rng.integers(-1, kinds, (n, objects)))
     assert 0.0 <= resumed_share(masks) <= 1.0
     assert -1e-9 <= label_tells_token(masks, ids, labels) <= 1.0 + 1e-9
-

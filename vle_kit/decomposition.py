@@ -47,13 +47,19 @@ def fg_ari(masks: Tensor, objects: Tensor) -> Tensor:
     return torch.where(total > 0, ari, torch.full_like(ari, float("nan")))
 
 
+def main_masks(masks: Tensor, objects: Tensor) -> tuple[Tensor, Tensor, int]:
+    """Each object's main mask, the one (or the leftover, index K) holding most of its pixels
+    (N, G - 1); which objects the image has (N, G - 1) bool; and K + 1, the masks counted."""
+    counts = overlaps(masks, objects)[:, 1:]  # (N, G - 1, K + 1), objects only
+    return counts.argmax(2), counts.sum(2) > 0, counts.shape[2]
+
+
 def merged_share(masks: Tensor, objects: Tensor) -> float:
     """Share of the objects whose main mask (the one holding most of their pixels) is also
     another object's main mask in the same image: objects a token took together. FG-ARI falls
     both for these and for objects split across tokens; this tells the merges apart."""
-    counts = overlaps(masks, objects)[:, 1:]  # (N, G - 1, K + 1), objects only
-    present = counts.sum(2) > 0
-    main = F.one_hot(counts.argmax(2), counts.shape[2]) * present[..., None]
+    token, present, count = main_masks(masks, objects)
+    main = F.one_hot(token, count) * present[..., None]
     shared = (main.sum(1, keepdim=True) * main).sum(2) > 1  # (N, G - 1)
     return (shared.sum() / present.sum().clamp_min(1)).item()
 
@@ -101,14 +107,14 @@ def label_tells_token(masks: Tensor, objects: Tensor, labels: Tensor) -> float:
     overall, over 1 less the latter. 0 when the label says nothing of the token (objects
     taken in turn), 1 when the tokens are slots for labels (token 3 draws the yellow and the
     orange objects), and FG-ARI then falls wherever two objects of one slot share a scene."""
-    counts = overlaps(masks, objects)[:, 1:]  # (N, G - 1, K + 1)
-    label = labels[:, :counts.shape[1]]
-    held = (counts.sum(2) > 0) & (label >= 0)
-    token, label = counts.argmax(2)[held], label[held]
+    token, present, count = main_masks(masks, objects)
+    label = labels[:, :token.shape[1]]
+    held = present & (label >= 0)
+    token, label = token[held], label[held]
     if not len(label):
         return 0.0
     kinds = int(label.max()) + 1
-    table = torch.bincount(token * kinds + label, minlength=counts.shape[2] * kinds)
-    table = table.view(counts.shape[2], kinds).double()
+    table = torch.bincount(token * kinds + label, minlength=count * kinds)
+    table = table.view(count, kinds).double()
     told, chance = table.max(0).values.sum() / len(label), table.sum(1).max() / len(label)
     return 0.0 if chance == 1 else ((told - chance) / (1 - chance)).item()

@@ -14,7 +14,7 @@ from torch import Tensor  # the object API: no GUI backend, nothing left open
 
 from vle_kit.errors import VleKitError
 from vle_kit.host import describe
-from vle_kit.results import Evaluation
+from vle_kit.results import Evaluation, MaskScores
 from vle_kit.runs import RunInfo
 
 
@@ -289,18 +289,25 @@ def verdict(result: Evaluation) -> str:
     parts = [against, ("the error falls with every token" if falls else
                        "the error does not fall with every token")
              + f" (each token improves at least {worst:.0%} of images)"]
-    masks = result.masks
-    if masks is not None and masks.fg_ari is not None:
+    if result.masks is not None:
+        parts += mask_verdict(result.masks)
+    return "; ".join(parts) + "."
+
+
+def mask_verdict(masks: MaskScores) -> list[str]:
+    """The verdict's clauses on how the masks split the scenes, as far as they were scored."""
+    parts = []
+    if masks.fg_ari is not None:
         parts.append(f"FG-ARI {masks.fg_ari:.2f}, count accuracy {masks.count_accuracy:.2f}"
                      + ("" if masks.merged_share is None else
                         f", {masks.merged_share:.0%} of objects share a token"))
-    if masks is not None and masks.label_tells_token:
+    if masks.label_tells_token:
         label, value = max(masks.label_tells_token.items(), key=lambda item: item[1])
         parts.append(f"the {label} of an object tells which token holds it at {value:.2f} "
                      f"(0: objects taken in turn, 1: tokens are slots for {label}s)")
-    if masks is not None and masks.resumed_share is not None:
+    if masks.resumed_share is not None:
         parts.append(f"a token claims after an empty mask in {masks.resumed_share:.0%} of images")
-    return "; ".join(parts) + "."
+    return parts
 
 
 def _ranges(ks: list[int]) -> str:
