@@ -12,6 +12,7 @@ from vle_kit.decomposition import (
     count_accuracy,
     fg_ari,
     label_tells_token,
+    missed_pixels,
     merged_share,
     resumed_share,
     with_leftover,
@@ -142,6 +143,22 @@ def test_label_tells_token_is_one_for_slots_and_zero_for_objects_taken_in_turn()
     assert label_tells_token(slots, ids, none) == 0.0
 
 
+def test_missed_pixels_tells_a_cross_missing_its_arms_from_a_square_missing_its_middle():
+    """A 3 x 3 opening keeps a 4 x 4 square whole and takes a cross's one-pixel arms, so a
+    mask without the arms misses thin parts only, one with a hole in the square elsewhere."""
+    ids = torch.zeros(1, 12, 12, dtype=torch.long)
+    ids[0, 1:5, 1:5] = 1  # a square
+    ids[0, 7:10, 8], ids[0, 8, 7:10] = 2, 2  # a plus of five pixels: all thin
+    own = _one_mask_each(ids, [1, 2], 3)
+    assert missed_pixels(own, ids) == {"thin parts": 0.0, "elsewhere": 0.0}
+    no_arms = own.clone()
+    no_arms[0, 1, 0, 8, 7] = no_arms[0, 1, 0, 8, 9] = 0  # two arm pixels to the background
+    assert missed_pixels(no_arms, ids) == {"thin parts": 2 / 5, "elsewhere": 0.0}
+    hole = own.clone()
+    hole[0, 0, 0, 2:4, 2:4] = 0  # the square's middle
+    assert missed_pixels(hole, ids) == {"thin parts": 0.0, "elsewhere": 4 / 16}
+
+
 @given(st.integers(0, 2**32 - 1), st.integers(1, 4), st.integers(1, 5), st.integers(1, 3),
        st.integers(1, 4))
 def test_decomposition_shares_lie_in_zero_one(seed, objects, k, n, kinds):
@@ -151,3 +168,4 @@ def test_decomposition_shares_lie_in_zero_one(seed, objects, k, n, kinds):
     labels = torch.from_numpy(rng.integers(-1, kinds, (n, objects)))
     assert 0.0 <= resumed_share(masks) <= 1.0
     assert -1e-9 <= label_tells_token(masks, ids, labels) <= 1.0 + 1e-9
+    assert all(0.0 <= v <= 1.0 for v in missed_pixels(masks, ids).values())

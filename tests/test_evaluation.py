@@ -277,9 +277,10 @@ def test_a_mask_model_on_scenes_is_scored_on_how_it_splits_them(vanilla):
                       floats_per_token=64, device=torch.device("cpu"), probe_images=16)
     scores = attrs.asdict(result.masks)
     assert set(scores) == {"collapse_share", "fg_ari", "count_accuracy", "merged_share",
-                           "resumed_share", "label_tells_token"}
+                           "missed_pixels", "resumed_share", "label_tells_token"}
     assert -1 <= scores.pop("fg_ari") <= 1  # an adjusted index: below 0 when worse than chance
     assert set(scores.pop("label_tells_token")) == set(test_set.labels)  # shape, colour
+    assert all(0 <= v <= 1 for v in scores.pop("missed_pixels").values())
     assert all(0 <= v <= 1 for v in scores.values())
 
 

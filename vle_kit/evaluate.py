@@ -14,7 +14,7 @@ from vle_kit.adaptive import evaluate_adaptive
 from vle_kit.config import Recipe
 from vle_kit.data import ImageSet, augmented_orders, to_signed, to_unit
 from vle_kit.decomposition import (collapse_share, count_accuracy, fg_ari, label_tells_token,
-                                   merged_share, resumed_share)
+                                   merged_share, missed_pixels, resumed_share)
 from vle_kit.images import write_grid
 from vle_kit.model import VLE, Encoding
 from vle_kit.recipe import dump_recipe
@@ -260,6 +260,7 @@ def evaluate(model: VLE, train_set: ImageSet, test_set: ImageSet, *, k: int,
             masks = attrs.evolve(masks, fg_ari=fg_ari(test.masks, objects).nanmean().item(),
                                  count_accuracy=count_accuracy(test.masks, objects),
                                  merged_share=merged_share(test.masks, objects),
+                                 missed_pixels=missed_pixels(test.masks, objects),
                                  label_tells_token={
                                      name: label_tells_token(test.masks, objects, labels)
                                      for name, labels in test_set.labels.items()} or None)

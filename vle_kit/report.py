@@ -301,6 +301,9 @@ def mask_verdict(masks: MaskScores) -> list[str]:
         parts.append(f"FG-ARI {masks.fg_ari:.2f}, count accuracy {masks.count_accuracy:.2f}"
                      + ("" if masks.merged_share is None else
                         f", {masks.merged_share:.0%} of objects share a token"))
+    if masks.missed_pixels:
+        parts.append(f"main masks miss {masks.missed_pixels['thin parts']:.0%} of thin object "
+                     f"parts, {masks.missed_pixels['elsewhere']:.0%} of other object pixels")
     if masks.label_tells_token:
         label, value = max(masks.label_tells_token.items(), key=lambda item: item[1])
         parts.append(f"the {label} of an object tells which token holds it at {value:.2f} "

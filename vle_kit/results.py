@@ -32,6 +32,7 @@ class MaskScores:
     fg_ari: float | None = None  # where the data has object ids
     count_accuracy: float | None = None
     merged_share: float | None = None  # objects whose main mask is another object's too
+    missed_pixels: dict[str, float] | None = None  # "thin parts", "elsewhere" -> share missed
     resumed_share: float | None = None  # images where a token claims after an empty mask
     label_tells_token: dict[str, float] | None = None  # label name -> 0 (taken in turn) .. 1
 
