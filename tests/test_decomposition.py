@@ -12,8 +12,8 @@ from vle_kit.decomposition import (
     count_accuracy,
     fg_ari,
     label_tells_token,
-    missed_pixels,
     merged_share,
+    missed_pixels,
     resumed_share,
     with_leftover,
 )
