@@ -15,8 +15,23 @@ from vle_kit.decomposition import (
     merged_share,
     missed_pixels,
     resumed_share,
-    with_leftover,
+    winners,
 )
+
+
+def _with_leftover(masks: torch.Tensor) -> torch.Tensor:
+    """(N, K, 1, H, W) masks -> (N, K + 1, 1, H, W): the last is what no mask claimed."""
+    return torch.cat([masks, (1 - masks.sum(1, keepdim=True)).clamp_min(0)], 1)
+
+
+@given(st.integers(0, 2**32 - 1), st.integers(1, 6), st.integers(1, 3),
+       st.sampled_from([1.0, 0.5, 0.25]))
+def test_winners_is_the_argmax_over_the_masks_and_the_leftover(seed, k, n, quantum):
+    """Coarse values make ties common: they go to the first mask, a mask before the leftover."""
+    rng = np.random.default_rng(seed)
+    masks = torch.from_numpy(rng.random((n, k, 1, 5, 5), dtype=np.float32))
+    masks = (masks / k / quantum).round() * quantum
+    assert torch.equal(winners(masks), _with_leftover(masks).argmax(1)[:, 0])
 
 
 @given(st.integers(0, 2**32 - 1), st.integers(1, 4), st.integers(1, 5), st.integers(1, 3))
@@ -25,7 +40,7 @@ def test_fg_ari_matches_sklearn_on_random_partitions(seed, objects, k, n):
     ids = torch.from_numpy(rng.integers(0, objects + 1, (n, 6, 6)))
     masks = torch.from_numpy(rng.random((n, k, 1, 6, 6), dtype=np.float32)) / k
     ours = fg_ari(masks, ids)
-    pred = with_leftover(masks).argmax(1)[:, 0]
+    pred = _with_leftover(masks).argmax(1)[:, 0]
     for i in range(n):
         fg = ids[i] > 0
         if not fg.any():

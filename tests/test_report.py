@@ -1,6 +1,7 @@
 """report.html as a person sees it: rendered by a real browser (headless Chromium), every image
 loaded, nothing logged; the verdict and the run's making at the top."""
 
+import html
 import json
 import re
 import shutil
@@ -39,7 +40,7 @@ def mask_run(tmp_path_factory):
 def test_report_opens_with_a_verdict_and_says_how_the_run_was_made(mask_run):
     page = (mask_run / "report.html").read_text()
     result = Evaluation.read(mask_run / "eval.json")
-    assert f"<p class='verdict'>{verdict(result)}</p>" in page
+    assert f"<p class='verdict'>{html.escape(verdict(result))}</p>" in page
     assert "FG-ARI" in verdict(result) and "PCA" in verdict(result)
     for needle in ("steps/s", "threads", "torch", "made by", "training loss"):
         assert needle in page, needle

