@@ -1,5 +1,6 @@
 """The engine: the loop's outputs, and what the combiner and conditioning promise."""
 
+import attrs
 import pytest
 import torch
 from conftest import ROOT, TINY
@@ -8,6 +9,7 @@ from hypothesis import strategies as st
 
 from vle_kit.build import build_model
 from vle_kit.decomposition import mask_area
+from vle_kit.interfaces import State
 from vle_kit.recipe import load_recipe
 from vle_kit.train import learning_rate
 
@@ -189,28 +191,34 @@ DECODERS = [["model.decoder={use='plain'}"],  # whole tables: vanilla.toml's has
             ["model.decoder={use='context', whole=true}"]]
 
 
-MASK_MODELS = [("{use='inherent'}", "{use='masked_sum'}"),
-               ("{use='inherent'}", "{use='masked_fill'}"),
-               ("{use='inherent', min_area=0.2}", "{use='masked_fill'}"),  # drops some masks
-               ("{use='inherent', scope=false}", "{use='paint'}"),
-               ("{use='inherent', scope=false}", "{use='paint', over='first'}"),
-               ("{use='conv'}", "{use='masked_sum'}"), ("{use='conv'}", "{use='masked_fill'}"),
-               ("{use='conv', scope=false}", "{use='paint'}"),
-               ("{use='deconstructor'}", "{use='constructor'}"),
-               ("{use='deconstructor'}", "{use='constructor', fill=true}")]
+NO_PLACE, PLACED = "{use='none'}", "{use='residual_peak', radius=3.0}"
+MASK_MODELS = [("{use='inherent'}", "{use='masked_sum'}", NO_PLACE),
+               ("{use='inherent'}", "{use='masked_fill'}", NO_PLACE),
+               ("{use='inherent', min_area=0.2}", "{use='masked_fill'}", NO_PLACE),  # drops masks
+               ("{use='inherent', scope=false}", "{use='paint'}", NO_PLACE),
+               ("{use='inherent', scope=false}", "{use='paint', over='first'}", NO_PLACE),
+               ("{use='conv'}", "{use='masked_sum'}", NO_PLACE),
+               ("{use='conv'}", "{use='masked_fill'}", NO_PLACE),
+               ("{use='conv', scope=false}", "{use='paint'}", NO_PLACE),
+               ("{use='deconstructor'}", "{use='constructor'}", NO_PLACE),
+               ("{use='deconstructor'}", "{use='constructor', fill=true}", NO_PLACE),
+               ("{use='inherent'}", "{use='masked_fill'}", PLACED),  # tokens claim near a place
+               ("{use='conv'}", "{use='masked_fill'}", PLACED)]
 
 
 @pytest.mark.parametrize("decoder", DECODERS, ids=lambda d: " ".join(d))
 @pytest.mark.parametrize("token", [("false", "false"), ("true", "false"), ("true", "true")],
                          ids=lambda t: f"gain={t[0]} linear={t[1]}")
-@pytest.mark.parametrize("saliency,combiner", [("{use='none'}", "{use='sum'}"), *MASK_MODELS])
-def test_every_prefix_decodes_exactly(vanilla, decoder, token, saliency, combiner):
+@pytest.mark.parametrize("saliency,combiner,locator",
+                         [("{use='none'}", "{use='sum'}", NO_PLACE), *MASK_MODELS])
+def test_every_prefix_decodes_exactly(vanilla, decoder, token, saliency, combiner, locator):
     """Whatever the decoder sees follows from the tokens: decoding the first j tokens gives the
     encoding's reconstruction after j tokens (with the saved masks for a head that reads the
     image)."""
     model, _ = tiny_model(vanilla, *decoder, f"model.token.gain={token[0]}",
                           f"model.token.linear={token[1]}",
-                          f"model.saliency={saliency}", f"model.combiner={combiner}")
+                          f"model.saliency={saliency}", f"model.combiner={combiner}",
+                          f"model.locator={locator}")
     model.eval()
     x = torch.rand(3, 3, 16, 16) * 2 - 1
     nudge(model)
@@ -222,15 +230,15 @@ def test_every_prefix_decodes_exactly(vanilla, decoder, token, saliency, combine
         assert torch.allclose(decoded.recons, out.recons[:, :j], atol=1e-5)
 
 
-@pytest.mark.parametrize("saliency,combiner", MASK_MODELS)
+@pytest.mark.parametrize("saliency,combiner,locator", MASK_MODELS)
 @settings(deadline=None, max_examples=10)
 @given(k=st.integers(1, 6), seed=st.integers(0, 2**16), scale=st.sampled_from([1.0, 1e-3, 1e3]))
-def test_mask_model_prefixes_are_finite_and_masks_sum_to_at_most_one(saliency, combiner, k, seed,
-                                                                     scale):
+def test_mask_model_prefixes_are_finite_and_masks_sum_to_at_most_one(saliency, combiner, locator,
+                                                                     k, seed, scale):
     """Any K, any weights: every prefix reconstruction is finite and the running mask sum stays
     in [0, 1] (scaled weights push the mask logits to saturation or to zero)."""
     model, _ = tiny_model(ROOT / "recipes" / "vanilla.toml", f"model.saliency={saliency}",
-                          f"model.combiner={combiner}")
+                          f"model.combiner={combiner}", f"model.locator={locator}")
     torch.manual_seed(seed)
     with torch.no_grad():
         for p in model.saliency.parameters():
@@ -239,6 +247,42 @@ def test_mask_model_prefixes_are_finite_and_masks_sum_to_at_most_one(saliency, c
     assert torch.isfinite(out.recons).all()
     running = out.masks.cumsum(1)
     assert (out.masks >= 0).all() and (running <= 1 + 1e-5).all()
+
+
+def test_a_placed_token_carries_its_place_and_claims_only_near_it(vanilla):
+    """`residual_peak` puts the first token on the object (a bright square on a dark scene),
+    its place is the token's first two floats, and every mask but the last is within its
+    token's window."""
+    model, _ = tiny_model(vanilla, "model.saliency={use='inherent'}",
+                          "model.combiner={use='masked_fill'}", f"model.locator={PLACED}")
+    x = torch.full((2, 3, 16, 16), -1.0)
+    x[0, :, 1:8, 1:8], x[1, :, 8:15, 7:14] = 1, 1  # 7 x 7: one place holds all of it
+    nudge(model)
+    with torch.no_grad():
+        out = model(x, 3)
+    places = [out.tokens[:, t].flatten(1)[:, :2] for t in range(3)]
+    pixel = ((places[0] + 1) / 2 * 15).round()
+    assert pixel.tolist() == [[4.0, 4.0], [10.0, 11.0]]  # (x, y): the squares' centres
+    for t in (0, 1):
+        window = model.locator.window(places[t], x)
+        assert (out.masks[:, t] <= window + 1e-6).all()
+    assert model.locator.placed(attrs.evolve(State.start(x, 3), step=1))
+    assert not model.locator.placed(attrs.evolve(State.start(x, 3), step=2))  # takes the rest
+
+
+@settings(deadline=None, max_examples=50)
+@given(x=st.floats(-1, 1), y=st.floats(-1, 1), radius=st.floats(1, 12))
+def test_a_window_is_whole_at_its_place_and_empty_far_from_it(x, y, radius):
+    from vle_kit_plugins.locator_residual_peak import ResidualPeakLocator
+
+    locator = ResidualPeakLocator(ResidualPeakLocator.Config(radius=radius), None)
+    window = locator.window(torch.tensor([[x, y]]), torch.zeros(1, 3, 32, 32))[0, 0]
+    rows, cols = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    d = ((cols - (x + 1) / 2 * 31) ** 2 + (rows - (y + 1) / 2 * 31) ** 2).sqrt()
+    assert ((window >= 0) & (window <= 1)).all()
+    assert (window[d <= 0.9 * radius] == 1).all()
+    assert (window[d >= 1.75 * radius] < 1e-3).all()
+    assert torch.equal(locator.window(None, window[None, None]), torch.ones(1, 1, 32, 32))
 
 
 def test_gain_tokens_carry_the_scale_of_what_the_encoder_saw(vanilla):

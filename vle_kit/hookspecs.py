@@ -23,6 +23,11 @@ def register_memories(register):
 
 
 @hookspec
+def register_locators(register):
+    """Locators: where the token of each step looks, chosen before it is encoded."""
+
+
+@hookspec
 def register_decoders(register):
     """Decoders: a token into the part it adds, maybe seeing what earlier tokens drew."""
 

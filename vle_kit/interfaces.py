@@ -65,13 +65,15 @@ class State:
     parts: list[Tensor] = attrs.field(factory=list)  # the parts so far, each (B, C, H, W)
     progress: float = 1.0  # share of training done, for annealed plug-ins; 1 outside training
     decoder_memory: object | None = None  # what the decoder carries from step to step
+    window: Tensor | None = None  # (B, 1, H, W) where this step's mask may claim; None: anywhere
 
     def take(self, rows: Tensor) -> State:
         """The state of the images `rows` only."""
         return attrs.evolve(self, x=self.x[rows], recon=self.recon[rows],
                             mask_sum=self.mask_sum[rows], masks=take(self.masks, rows),
                             parts=take(self.parts, rows),
-                            decoder_memory=take(self.decoder_memory, rows))
+                            decoder_memory=take(self.decoder_memory, rows),
+                            window=take(self.window, rows))
 
     @classmethod
     def start(cls, x: Tensor, k: int, progress: float = 1.0) -> State:
@@ -105,6 +107,28 @@ class Memory(ModelPart):
     def forward(self, feat: Tensor, memory: object | None) -> tuple[Tensor, object | None]:
         """Return the features for the encoder body and the memory for the next step."""
         raise NotImplementedError
+
+
+class Locator(ModelPart):
+    """Chooses where the token of a step looks before it is encoded: a place (B, 2), x and y
+    in [-1, 1]. The place travels as the token's first two floats, so decoding finds it
+    again; the encoder sees the window around it as extra_channels more input planes (all
+    ones at a step without a place), and the token's mask is multiplied by the window."""
+
+    extra_channels: ClassVar[int] = 0
+
+    def placed(self, state: State) -> bool:
+        """Whether the token of step state.step has a place; from the step and K alone, so
+        that decoding knows it too."""
+        return False
+
+    def place(self, state: State) -> Tensor:
+        raise NotImplementedError
+
+    def window(self, place: Tensor | None, like: Tensor) -> Tensor:
+        """(B, 1, H, W) in [0, 1]: how much of each pixel of `like` the token at `place` may
+        claim; everything for None."""
+        return torch.ones_like(like[:, :1])
 
 
 class Decoder(ModelPart):

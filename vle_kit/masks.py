@@ -46,6 +46,8 @@ def logits_to_mask(logits: Tensor, state: State, cfg: MaskConfig) -> Tensor:
     mask = 0.5 * (1 + torch.tanh(scale * logits))
     if cfg.straight_through:
         mask = mask + (mask.round() - mask).detach()
+    if state.window is not None:  # the locator's: the token claims only near its place
+        mask = mask * state.window
     if cfg.scope:
         mask = mask * (1 - state.mask_sum)
     if cfg.min_area:  # held from the start, tokens learn to take several objects, not be dropped

@@ -1,12 +1,13 @@
 """The VLE: one encoder-decoder called K times on what it has not explained yet.
 
-    x ─► composer(x, state) ─► stem ─► memory ─► body(K, t) ─► to_token ─► z_t   (one token)
+    x ─► composer(x, state) (+ locator's window) ─► stem ─► memory ─► body(K, t) ─► to_token ─► z_t
                              └──────────── linear map of step t (optional) ───┘
-    z_t ─► decoder(state) ─► part_t (+ mask channels) ─► saliency ─► mask_t
+    z_t ─► decoder(state) ─► part_t (+ mask channels) ─► saliency (x window) ─► mask_t
     (part_t, mask_t) ─► combiner ─► recon_t ─► state for step t + 1
 
-The slots (composer, memory, decoder, saliency, combiner) are plug-ins; the stem, the body
-and the token layer around them are fixed here.
+The slots (composer, locator, memory, decoder, saliency, combiner) are plug-ins; the stem, the
+body and the token layer around them are fixed here. A locator's place is the token's first
+two floats.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from vle_kit.interfaces import (
     Combiner,
     Composer,
     Decoder,
+    Locator,
     Memory,
     ModelSpec,
     SaliencyHead,
@@ -87,6 +89,7 @@ def gaussian_token(stats: Tensor, sample: bool) -> tuple[Tensor, Tensor]:
 
 class VLE(nn.Module):
     composer: Composer
+    locator: Locator
     memory: Memory
     decoder: Decoder
     saliency: SaliencyHead
@@ -99,7 +102,8 @@ class VLE(nn.Module):
             self.add_module(name, part)
         width, token = cfg.width, cfg.token
         down = spec.upsamplings - 1  # image -> memory resolution, twice the token's
-        in_channels = spec.image_channels + self.composer.extra_channels  # what the encoder sees
+        in_channels = (spec.image_channels + self.composer.extra_channels  # what the encoder sees
+                       + self.locator.extra_channels)
         self.stem = stem(in_channels, width, down)
         # FiLM from "how many tokens were asked for" and "which step is this" (notes, Apr 12)
         self.film_k = film_table(spec.tokens_max + 1, width) if cfg.tell_k else None
@@ -131,6 +135,9 @@ class VLE(nn.Module):
                    ) -> tuple[Tensor, Tensor, object | None, Tensor | None]:
         """The token of step state.step: (token, encoder features, memory, its KL or None)."""
         inp = self.composer(x, state)
+        place = self.locator.place(state) if self.locator.placed(state) else None
+        if self.locator.extra_channels:
+            inp = torch.cat([inp, self.locator.window(place, inp)], 1)
         gain = rms(inp) if self.gain else None  # the residual shrinks; the encoder sees it
         inp = inp if gain is None else inp / gain  # at unit scale
         feat, memory = self.memory(self.stem(inp), memory)
@@ -140,6 +147,8 @@ class VLE(nn.Module):
             z, kl = gaussian_token(z, self.training)
         if gain is not None:  # the token's own RMS carries the gain to the decoder
             z = z / rms(z) * gain
+        if place is not None:  # the token carries its place
+            z = torch.cat([place, z.flatten(1)[:, 2:]], 1).view_as(z)
         return z, feat, memory, kl
 
     def token_layer(self, inp: Tensor, feat: Tensor, step: int) -> Tensor:
@@ -206,6 +215,8 @@ class VLE(nn.Module):
         part, extra = out[:, :self.image_shape[0]], out[:, self.image_shape[0]:]
         part = part if gain is None else part * gain
         if mask is None:
+            state.window = (self.locator.window(z.flatten(1)[:, :2], part)
+                            if self.locator.placed(state) else None)
             mask = self.saliency(state, feat, part, extra)
         recon = self.combiner(state, part, mask)
         if mask is not None:

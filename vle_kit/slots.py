@@ -14,6 +14,7 @@ from vle_kit.interfaces import (
     Combiner,
     Composer,
     Decoder,
+    Locator,
     MaskLoss,
     MaskLossConfig,
     Memory,
@@ -47,6 +48,7 @@ class Slot:
 SLOTS = (
     Slot("composer", "register_composers", Composer, "model.composer", "residual"),
     Slot("memory", "register_memories", Memory, "model.memory", "convlstm"),
+    Slot("locator", "register_locators", Locator, "model.locator", "none"),
     Slot("decoder", "register_decoders", Decoder, "model.decoder", "plain"),
     Slot("saliency", "register_saliency_heads", SaliencyHead, "model.saliency", "none"),
     Slot("combiner", "register_combiners", Combiner, "model.combiner", "sum"),
