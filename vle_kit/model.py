@@ -72,6 +72,16 @@ def stack_steps(images: list[Tensor]) -> Tensor:
     return torch.stack(images, 1)
 
 
+def with_place(z: Tensor, place: Tensor) -> Tensor:
+    """Token z (B, c, s, s) carrying a locator's place (B, 2) as its first two floats."""
+    return torch.cat([place, z.flatten(1)[:, 2:]], 1).view_as(z)
+
+
+def place_of(z: Tensor) -> Tensor:
+    """The place (B, 2) a token carries (`with_place`)."""
+    return z.flatten(1)[:, :2]
+
+
 def rms(x: Tensor) -> Tensor:
     """Root mean square per image (B, 1, 1, 1), kept away from zero."""
     return x.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt().clamp_min(1e-6)
@@ -147,8 +157,8 @@ class VLE(nn.Module):
             z, kl = gaussian_token(z, self.training)
         if gain is not None:  # the token's own RMS carries the gain to the decoder
             z = z / rms(z) * gain
-        if place is not None:  # the token carries its place
-            z = torch.cat([place, z.flatten(1)[:, 2:]], 1).view_as(z)
+        if place is not None:  # the token carries its place: decoding finds the window again
+            z = with_place(z, place)
         return z, feat, memory, kl
 
     def token_layer(self, inp: Tensor, feat: Tensor, step: int) -> Tensor:
@@ -215,7 +225,7 @@ class VLE(nn.Module):
         part, extra = out[:, :self.image_shape[0]], out[:, self.image_shape[0]:]
         part = part if gain is None else part * gain
         if mask is None:
-            state.window = (self.locator.window(z.flatten(1)[:, :2], part)
+            state.window = (self.locator.window(place_of(z), part)
                             if self.locator.placed(state) else None)
             mask = self.saliency(state, feat, part, extra)
         recon = self.combiner(state, part, mask)
