@@ -3,13 +3,14 @@
 import attrs
 import pytest
 import torch
+from torch import Tensor
 from conftest import ROOT, TINY
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vle_kit.build import build_model
 from vle_kit.decomposition import mask_area
-from vle_kit.interfaces import State
+from vle_kit.interfaces import Locator, State
 from vle_kit.recipe import load_recipe
 from vle_kit.train import learning_rate
 
@@ -192,6 +193,7 @@ DECODERS = [["model.decoder={use='plain'}"],  # whole tables: vanilla.toml's has
 
 
 NO_PLACE, PLACED = "{use='none'}", "{use='residual_peak', radius=3.0}"
+FITTED = "{use='residual_extent'}"
 MASK_MODELS = [("{use='inherent'}", "{use='masked_sum'}", NO_PLACE),
                ("{use='inherent'}", "{use='masked_fill'}", NO_PLACE),
                ("{use='inherent', min_area=0.2}", "{use='masked_fill'}", NO_PLACE),  # drops masks
@@ -203,7 +205,8 @@ MASK_MODELS = [("{use='inherent'}", "{use='masked_sum'}", NO_PLACE),
                ("{use='deconstructor'}", "{use='constructor'}", NO_PLACE),
                ("{use='deconstructor'}", "{use='constructor', fill=true}", NO_PLACE),
                ("{use='inherent'}", "{use='masked_fill'}", PLACED),  # tokens claim near a place
-               ("{use='conv'}", "{use='masked_fill'}", PLACED)]
+               ("{use='conv'}", "{use='masked_fill'}", PLACED),
+               ("{use='inherent'}", "{use='masked_fill'}", FITTED)]  # windows fit the objects
 
 
 @pytest.mark.parametrize("decoder", DECODERS, ids=lambda d: " ".join(d))
@@ -270,19 +273,54 @@ def test_a_placed_token_carries_its_place_and_claims_only_near_it(vanilla):
     assert not model.locator.placed(attrs.evolve(State.start(x, 3), step=2))  # takes the rest
 
 
-@settings(deadline=None, max_examples=50)
-@given(x=st.floats(-1, 1), y=st.floats(-1, 1), radius=st.floats(1, 12))
-def test_a_window_is_whole_at_its_place_and_empty_far_from_it(x, y, radius):
+def peak_window(x: float, y: float, radius: float) -> tuple[Locator, Tensor]:
     from vle_kit_plugins.locator_residual_peak import ResidualPeakLocator
 
-    locator = ResidualPeakLocator(ResidualPeakLocator.Config(radius=radius), None)
-    window = locator.window(torch.tensor([[x, y]]), torch.zeros(1, 3, 32, 32))[0, 0]
+    return ResidualPeakLocator(ResidualPeakLocator.Config(radius=radius), None), torch.tensor(
+        [[x, y]])
+
+
+def fitted_window(x: float, y: float, radius: float) -> tuple[Locator, Tensor]:
+    from vle_kit_plugins.locator_residual_extent import ResidualExtentLocator
+
+    return ResidualExtentLocator(ResidualExtentLocator.Config(), None), torch.tensor(
+        [[x, y, radius / 15.5]])
+
+
+@pytest.mark.parametrize("make", [peak_window, fitted_window])
+@settings(deadline=None, max_examples=50)
+@given(x=st.floats(-1, 1), y=st.floats(-1, 1), radius=st.floats(1, 12))
+def test_a_window_is_whole_at_its_place_and_empty_far_from_it(make, x, y, radius):
+    """Whole to 0.9 of its radius around the place (a fitted window's radius travels in the
+    place), nearly empty from 1.75 radii, all ones without a place."""
+    locator, place = make(x, y, radius)
+    window = locator.window(place, torch.zeros(1, 3, 32, 32))[0, 0]
     rows, cols = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
     d = ((cols - (x + 1) / 2 * 31) ** 2 + (rows - (y + 1) / 2 * 31) ** 2).sqrt()
     assert ((window >= 0) & (window <= 1)).all()
     assert (window[d <= 0.9 * radius] == 1).all()
     assert (window[d >= 1.75 * radius] < 1e-3).all()
     assert torch.equal(locator.window(None, window[None, None]), torch.ones(1, 1, 32, 32))
+
+
+def test_a_fitted_window_holds_its_object_and_not_its_neighbour():
+    """`residual_extent` centres the window on the object the peak is in and sizes it to
+    that object: the 7 x 7 square whole, the other square, 6 pixels beyond it, outside."""
+    from vle_kit_plugins.locator_residual_extent import ResidualExtentLocator
+
+    x = torch.full((1, 3, 32, 32), -1.0)
+    x[0, 0, 4:11, 4:11] = 1  # red, centre (7, 7)
+    x[0, 1, 4:11, 20:27] = 1  # green, centre (23, 7)
+    locator = ResidualExtentLocator(ResidualExtentLocator.Config(), None)
+    place = locator.place(State.start(x, 3))
+    window = locator.window(place, x)[0, 0]
+    pixel = (place[0, :2] + 1) / 2 * 31
+    mine, other = (slice(4, 11), slice(4, 11)), (slice(4, 11), slice(20, 27))
+    if pixel[0] > 16:  # the tie went to the green square
+        mine, other = other, mine
+    assert torch.allclose(pixel, torch.tensor([(mine[1].start + 3.0), 7.0]))
+    assert (window[mine] == 1).all() and (window[other] < 1e-3).all()
+    assert 6 < place[0, 2] * 15.5 < 7.5  # the square's corner 4.2 pixels out, 2 of margin
 
 
 def test_gain_tokens_carry_the_scale_of_what_the_encoder_saw(vanilla):

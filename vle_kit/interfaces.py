@@ -110,12 +110,14 @@ class Memory(ModelPart):
 
 
 class Locator(ModelPart):
-    """Chooses where the token of a step looks before it is encoded: a place (B, 2), x and y
-    in [-1, 1]. The place travels as the token's first two floats, so decoding finds it
-    again; the encoder sees the window around it as extra_channels more input planes (all
-    ones at a step without a place), and the token's mask is multiplied by the window."""
+    """Chooses where the token of a step looks before it is encoded: a place (B, floats), x
+    and y in [-1, 1] and whatever else the window needs (its size). The place travels as the
+    token's first `floats` floats, so decoding finds it again; the encoder sees the window
+    around it as extra_channels more input planes (all ones at a step without a place), and
+    the token's mask is multiplied by the window."""
 
     extra_channels: ClassVar[int] = 0
+    floats: ClassVar[int] = 2  # of the token, holding the place
 
     def placed(self, state: State) -> bool:
         """Whether the token of step state.step has a place; from the step and K alone, so

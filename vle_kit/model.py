@@ -7,7 +7,7 @@
 
 The slots (composer, locator, memory, decoder, saliency, combiner) are plug-ins; the stem, the
 body and the token layer around them are fixed here. A locator's place is the token's first
-two floats.
+floats.
 """
 
 from __future__ import annotations
@@ -73,13 +73,13 @@ def stack_steps(images: list[Tensor]) -> Tensor:
 
 
 def with_place(z: Tensor, place: Tensor) -> Tensor:
-    """Token z (B, c, s, s) carrying a locator's place (B, 2) as its first two floats."""
-    return torch.cat([place, z.flatten(1)[:, 2:]], 1).view_as(z)
+    """Token z (B, c, s, s) carrying a locator's place (B, n) as its first n floats."""
+    return torch.cat([place, z.flatten(1)[:, place.shape[1]:]], 1).view_as(z)
 
 
-def place_of(z: Tensor) -> Tensor:
-    """The place (B, 2) a token carries (`with_place`)."""
-    return z.flatten(1)[:, :2]
+def place_of(z: Tensor, floats: int) -> Tensor:
+    """The place (B, floats) a token carries (`with_place`)."""
+    return z.flatten(1)[:, :floats]
 
 
 def rms(x: Tensor) -> Tensor:
@@ -225,7 +225,7 @@ class VLE(nn.Module):
         part, extra = out[:, :self.image_shape[0]], out[:, self.image_shape[0]:]
         part = part if gain is None else part * gain
         if mask is None:
-            state.window = (self.locator.window(place_of(z), part)
+            state.window = (self.locator.window(place_of(z, self.locator.floats), part)
                             if self.locator.placed(state) else None)
             mask = self.saliency(state, feat, part, extra)
         recon = self.combiner(state, part, mask)

@@ -1,0 +1,58 @@
+"""`residual_extent`: `residual_peak` with a window that fits what it found (README, "Mask
+models": a window of one size took a neighbour with the object in half the scenes).
+
+From the peak of `residual_peak`, the pixels within `reach` whose residual colour is within
+`tolerance` of the peak's (squared distance over the channels, images in [-1, 1]) and that
+no mask has claimed are what the token should take: the place is their centroid, and the
+window's radius reaches the `quantile` of their distances from it plus `margin` pixels, as
+far as `max_radius`. Still no learning; the radius travels as the token's third float.
+"""
+
+import attrs
+import torch
+
+from vle_kit import hookimpl
+from vle_kit_plugins.locator_residual_peak import (ResidualPeakLocator, coordinates, peak, pixel_grid,
+                                                   residual, squared_distance)
+
+
+class ResidualExtentLocator(ResidualPeakLocator):
+    @attrs.frozen(kw_only=True)
+    class Config:
+        tolerance: float = attrs.field(default=0.1, validator=attrs.validators.gt(0))
+        reach: float = attrs.field(default=13.0, validator=attrs.validators.gt(0))  # pixels
+        quantile: float = attrs.field(default=1.0, validator=[attrs.validators.gt(0),
+                                                              attrs.validators.le(1)])
+        margin: float = attrs.field(default=2.0, validator=attrs.validators.ge(0))  # pixels
+        max_radius: float = attrs.field(default=14.0, validator=attrs.validators.ge(3))  # pixels
+
+    floats = 3
+    min_radius = 3.0  # pixels: a window still holds a 3 x 3 speck
+
+    def place(self, state):
+        r = residual(state)
+        b, c, h, w = r.shape
+        index = peak(r, state.mask_sum)
+        colour = r.flatten(2).gather(2, index[:, None, None].expand(b, c, 1))  # (B, C, 1)
+        like = ((r.flatten(2) - colour).pow(2).sum(1) < self.cfg.tolerance).view(b, h, w)
+        near = squared_distance(coordinates(index, r), r) <= self.cfg.reach ** 2
+        like &= near & (state.mask_sum[:, 0] < 0.5)
+        like = like.flatten(1).scatter(1, index[:, None], True).view(b, h, w)  # the peak at least
+        weight = like.float()
+        count = weight.sum((1, 2))
+        xs, ys = pixel_grid(r)
+        centre = torch.stack([(weight * xs).sum((1, 2)), (weight * ys[:, None]).sum((1, 2))],
+                             1) / count[:, None]
+        d = squared_distance(centre, r).sqrt().masked_fill(~like, float("inf"))
+        at = ((count - 1) * self.cfg.quantile).ceil().long()
+        extent = d.flatten(1).sort(1).values.gather(1, at[:, None])[:, 0]
+        radius = ((extent + self.cfg.margin) / 0.91).clamp(self.min_radius, self.cfg.max_radius)
+        return torch.cat([centre, radius[:, None] / ((w - 1) / 2)], 1)
+
+    def radius(self, place, like):
+        return place[:, 2] * ((like.shape[-1] - 1) / 2)
+
+
+@hookimpl
+def register_locators(register):
+    register("residual_extent", ResidualExtentLocator)
