@@ -1,5 +1,6 @@
 """`residual_extent`: `residual_peak` with a window that fits what it found (README, "Mask
-models": a window of one size took a neighbour with the object in half the scenes).
+models": one radius is too small for large objects seen off-centre and too large for small
+ones; `placed.toml`'s FG-ARI 0.810 with this, 0.785 with that).
 
 From the peak of `residual_peak`, the pixels within `reach` whose residual colour is within
 `tolerance` of the peak's (squared distance over the channels, images in [-1, 1]) and that
