@@ -13,8 +13,8 @@ import attrs
 import torch
 
 from vle_kit import hookimpl
-from vle_kit_plugins.locator_residual_peak import (ResidualPeakLocator, coordinates, peak, pixel_grid,
-                                                   residual, squared_distance)
+from vle_kit_plugins.locator_residual_peak import (ResidualPeakLocator, coordinates, peak,
+                                                   pixel_grid, residual, squared_distance)
 
 
 class ResidualExtentLocator(ResidualPeakLocator):
