@@ -13,7 +13,7 @@ import attrs
 import torch
 
 from vle_kit import hookimpl
-from vle_kit_plugins.locator_residual_peak import (ResidualPeakLocator, coordinates, peak,
+from vle_kit_plugins.locator_residual_peak import (WHOLE, ResidualPeakLocator, coordinates, peak,
                                                    pixel_grid, residual, squared_distance)
 
 
@@ -47,7 +47,7 @@ class ResidualExtentLocator(ResidualPeakLocator):
         d = squared_distance(centre, r).sqrt().masked_fill(~like, float("inf"))
         at = ((count - 1) * self.cfg.quantile).ceil().long()
         extent = d.flatten(1).sort(1).values.gather(1, at[:, None])[:, 0]
-        radius = ((extent + self.cfg.margin) / 0.91).clamp(self.min_radius, self.cfg.max_radius)
+        radius = ((extent + self.cfg.margin) / WHOLE).clamp(self.min_radius, self.cfg.max_radius)
         return torch.cat([centre, radius[:, None] / ((w - 1) / 2)], 1)
 
     def radius(self, place, like):

@@ -18,6 +18,8 @@ from torch import Tensor
 from vle_kit import hookimpl
 from vle_kit.interfaces import Locator
 
+WHOLE = 0.91  # a `flat_window` is 1 out to this share of its radius ((ln 2)^(1/4), rounded)
+
 
 class ResidualPeakLocator(Locator):
     @attrs.frozen(kw_only=True)
@@ -40,6 +42,9 @@ class ResidualPeakLocator(Locator):
         if place is None:
             return super().window(place, like)
         return flat_window(place[:, :2], self.radius(place, like), like)
+
+    def planes(self, place, like):
+        return self.window(place, like)  # the encoder sees where its token may claim
 
 
 def residual(state) -> Tensor:

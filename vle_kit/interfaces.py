@@ -112,9 +112,8 @@ class Memory(ModelPart):
 class Locator(ModelPart):
     """Chooses where the token of a step looks before it is encoded: a place (B, floats), x
     and y in [-1, 1] and whatever else the window needs (its size). The place travels as the
-    token's first `floats` floats, so decoding finds it again; the encoder sees the window
-    around it as extra_channels more input planes (all ones at a step without a place), and
-    the token's mask is multiplied by the window."""
+    token's first `floats` floats, so decoding finds it again; the encoder sees extra_channels
+    more input planes (`planes`), and the token's mask is multiplied by the window."""
 
     extra_channels: ClassVar[int] = 0
     floats: ClassVar[int] = 2  # of the token, holding the place
@@ -125,6 +124,12 @@ class Locator(ModelPart):
         return False
 
     def place(self, state: State) -> Tensor:
+        """The place (B, floats) of the token of step state.step, from the state before it."""
+        raise NotImplementedError
+
+    def planes(self, place: Tensor | None, like: Tensor) -> Tensor:
+        """The extra_channels planes (B, extra_channels, H, W) the encoder sees beside its
+        input `like` for the token at `place` (None at a step without a place)."""
         raise NotImplementedError
 
     def window(self, place: Tensor | None, like: Tensor) -> Tensor:

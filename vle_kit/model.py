@@ -1,8 +1,8 @@
 """The VLE: one encoder-decoder called K times on what it has not explained yet.
 
-    x ─► composer(x, state) (+ locator's window) ─► stem ─► memory ─► body(K, t) ─► to_token ─► z_t
+    x ─► composer(x, state) + locator's planes ─► stem ─► memory ─► body(K, t) ─► token z_t
                              └──────────── linear map of step t (optional) ───┘
-    z_t ─► decoder(state) ─► part_t (+ mask channels) ─► saliency (x window) ─► mask_t
+    z_t ─► decoder(state) ─► part_t (+ mask channels) ─► saliency x window ─► mask_t
     (part_t, mask_t) ─► combiner ─► recon_t ─► state for step t + 1
 
 The slots (composer, locator, memory, decoder, saliency, combiner) are plug-ins; the stem, the
@@ -147,7 +147,7 @@ class VLE(nn.Module):
         inp = self.composer(x, state)
         place = self.locator.place(state) if self.locator.placed(state) else None
         if self.locator.extra_channels:
-            inp = torch.cat([inp, self.locator.window(place, inp)], 1)
+            inp = torch.cat([inp, self.locator.planes(place, inp)], 1)
         gain = rms(inp) if self.gain else None  # the residual shrinks; the encoder sees it
         inp = inp if gain is None else inp / gain  # at unit scale
         feat, memory = self.memory(self.stem(inp), memory)
