@@ -6,6 +6,10 @@ learned vector per step, as the encoder's body is: the step is known at decoding
 encoding, and one decoder can then read a first token as coarse layout and a late one as fine
 corrections (README, "What won": what it bought).
 
+With `fine = n` (channels) the last doubling is drawn at the image's resolution, with n
+channels there, instead of unfolding half-resolution channels into 2 x 2 pixel blocks: thin
+parts (a cross's arms) and edges then have pixels of their own (README, "Mask models").
+
 With `linear = true` a learned linear map per step from the token's floats to every output
 value is added to what the convolutions draw; with the token layer's own linear map
 (`model.token.linear`) the model holds a linear autoencoder of the residual beside the
@@ -25,11 +29,13 @@ class PlainDecoder(Decoder):
     class Config:
         step_film: bool = False
         linear: bool = False
+        fine: int = attrs.field(default=0, validator=attrs.validators.ge(0))
 
     def __init__(self, cfg, spec):
         super().__init__(cfg, spec)
         self.net = nn.Sequential(conv3(spec.token_channels, spec.width), ResBlock(spec.width),
-                                 up_path(spec.width, spec.upsamplings, spec.decoded_channels))
+                                 up_path(spec.width, spec.upsamplings, spec.decoded_channels,
+                                         cfg.fine))
         if cfg.step_film:
             self.film = film_table(spec.tokens_max, spec.width)
         if cfg.linear:

@@ -185,6 +185,7 @@ def test_a_checkpoint_of_an_unfused_optimiser_resumes_fused(vanilla, tmp_path):
 DECODERS = [["model.decoder={use='plain'}"],  # whole tables: vanilla.toml's has step_film
             ["model.decoder={use='plain', step_film=true}"],
             ["model.decoder={use='plain', step_film=true, linear=true}"],
+            ["model.decoder={use='plain', fine=8}"],
             ["model.decoder={use='context'}"],
             ["model.decoder={use='broadcast'}"],
             ["model.decoder={use='context', memory=false}"],

@@ -98,12 +98,16 @@ def stem(in_channels: int, width: int, down: int) -> nn.Sequential:
                            for m in (Activation(), conv3(a, b, 2))])
 
 
-def up_path(width: int, up: int, out_channels: int) -> nn.Sequential:
+def up_path(width: int, up: int, out_channels: int, fine: int = 0) -> nn.Sequential:
     """Features (B, width, s, s) -> (B, out_channels, 2^up s, 2^up s): doublings to half the
-    target resolution, then a convolution whose channels unfold into 2 x 2 pixel blocks."""
+    target resolution, then a convolution whose channels unfold into 2 x 2 pixel blocks; with
+    `fine` > 0 channels, the last doubling too, then a convolution at the target resolution,
+    so a pixel's value is no longer one of four read from the same half-resolution features."""
     widths = level_widths(width, up - 1)[::-1]
-    return nn.Sequential(*[Up(a, b) for a, b in zip(widths[:-1], widths[1:])],
-                         conv3(widths[-1], 4 * out_channels), nn.PixelShuffle(2))
+    doublings = [Up(a, b) for a, b in zip(widths[:-1], widths[1:])]
+    if fine:
+        return nn.Sequential(*doublings, Up(widths[-1], fine), conv3(fine, out_channels))
+    return nn.Sequential(*doublings, conv3(widths[-1], 4 * out_channels), nn.PixelShuffle(2))
 
 
 class ConvGRUCell(nn.Module):
