@@ -7,8 +7,9 @@ encoding, and one decoder can then read a first token as coarse layout and a lat
 corrections (README, "What won": what it bought).
 
 With `fine = n` (channels) the last doubling is drawn at the image's resolution, with n
-channels there, instead of unfolding half-resolution channels into 2 x 2 pixel blocks: thin
-parts (a cross's arms) and edges then have pixels of their own (README, "Mask models").
+channels there, instead of unfolding half-resolution channels into 2 x 2 pixel blocks, so
+thin parts (a cross's arms) and edges have pixels of their own; on `placed` it bought no more
+than more steps in the same minutes (README, "Mask models").
 
 With `linear = true` a learned linear map per step from the token's floats to every output
 value is added to what the convolutions draw; with the token layer's own linear map
