@@ -35,16 +35,16 @@ class ResidualExtentLocator(ResidualPeakLocator):
         b, c, h, w = r.shape
         index = peak(r, state.mask_sum)
         colour = r.flatten(2).gather(2, index[:, None, None].expand(b, c, 1))  # (B, C, 1)
-        like = ((r.flatten(2) - colour).pow(2).sum(1) < self.cfg.tolerance).view(b, h, w)
+        kin = ((r.flatten(2) - colour).pow(2).sum(1) < self.cfg.tolerance).view(b, h, w)
         near = squared_distance(coordinates(index, r), r) <= self.cfg.reach ** 2
-        like &= near & (state.mask_sum[:, 0] < 0.5)
-        like = like.flatten(1).scatter(1, index[:, None], True).view(b, h, w)  # the peak at least
-        weight = like.float()
+        kin &= near & (state.mask_sum[:, 0] < 0.5)
+        kin = kin.flatten(1).scatter(1, index[:, None], True).view(b, h, w)  # the peak at least
+        weight = kin.float()
         count = weight.sum((1, 2))
         xs, ys = pixel_grid(r)
         centre = torch.stack([(weight * xs).sum((1, 2)), (weight * ys[:, None]).sum((1, 2))],
                              1) / count[:, None]
-        d = squared_distance(centre, r).sqrt().masked_fill(~like, float("inf"))
+        d = squared_distance(centre, r).sqrt().masked_fill(~kin, float("inf"))
         at = ((count - 1) * self.cfg.quantile).ceil().long()
         extent = d.flatten(1).sort(1).values.gather(1, at[:, None])[:, 0]
         radius = ((extent + self.cfg.margin) / WHOLE).clamp(self.min_radius, self.cfg.max_radius)

@@ -321,7 +321,7 @@ def test_a_fitted_window_holds_its_object_and_not_its_neighbour():
         mine, other = other, mine
     assert torch.allclose(pixel, torch.tensor([(mine[1].start + 3.0), 7.0]))
     assert (window[mine] == 1).all() and (window[other] < 1e-3).all()
-    assert 6 < place[0, 2] * 15.5 < 7.5  # the square's corner 4.2 pixels out, 2 of margin
+    assert 6 < locator.radius(place, x)[0] < 7.5  # the square's corner 4.2 pixels out, 2 of margin
 
 
 def test_gain_tokens_carry_the_scale_of_what_the_encoder_saw(vanilla):
