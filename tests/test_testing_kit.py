@@ -1,6 +1,7 @@
 """vle_kit.testing: an outside plug-in passes in one call; broken ones are caught and named."""
 
 import pytest
+import torch
 from hypothesis import given
 
 from vle_kit.interfaces import Composer, MaskLoss, ModelSpec
@@ -39,6 +40,14 @@ class ReadsTheLastImageLoss(MaskLoss):
         return masks.mean() + images[-1].pow(2).mean()
 
 
+class StopsWhenSettledLoss(MaskLoss):
+    """Asks the data whether to go on: fine on real tensors, not on the meta device."""
+
+    def forward(self, masks, images):
+        grown = masks.clamp(0.1, 1)
+        return grown.mean() if torch.equal(grown, masks) else masks.mean()
+
+
 def test_an_outside_mask_loss_passes_in_one_call():
     check_mask_loss(OverlapLoss, zero_at=mask_stacks(k=(1, 1)))
 
@@ -48,6 +57,7 @@ def test_an_outside_mask_loss_passes_in_one_call():
     (NegativeLoss, "finite_and_non_negative"),
     (OrderDependentLoss, "independent_of_batch_order"),
     (ReadsTheLastImageLoss, "independent_of_batch_order"),
+    (StopsWhenSettledLoss, "runs_on_the_meta_device"),
 ])
 @pytest.mark.parametrize("drawn", ["any stack", "one all-ones image"])
 def test_a_broken_mask_loss_is_caught_and_named(loss, property_name, drawn):

@@ -60,7 +60,7 @@ def check_mask_loss(loss_cls: type, config: object = None, *,
                     stacks: st.SearchStrategy | None = None) -> None:
     """Check that a mask loss is a finite, non-negative scalar, independent of the order of the
     images in the batch and differentiable with finite gradients, for any mask stack (and
-    images in [-1, 1]); and zero on everything `zero_at` draws, if given. `stacks` and `zero_at`
+    images in [-1, 1]); that it runs on the meta device (shapes alone); and zero on everything `zero_at` draws, if given. `stacks` and `zero_at`
     draw mask stacks or (masks, images) pairs. Besides what hypothesis draws, every property
     runs on the constructed cases of `constructed_cases`, and batch order is tested on a batch
     doubled with an altered copy of itself, under a permutation that moves every image onto a
@@ -104,7 +104,17 @@ def check_mask_loss(loss_cls: type, config: object = None, *,
         assert masks.grad is not None and torch.isfinite(masks.grad).all(), \
             "the gradient is missing or not finite"
 
-    properties = [finite_and_non_negative, independent_of_batch_order, finite_gradients]
+    def runs_on_the_meta_device():  # `vle-kit run` and `check` size a step there
+        masks = torch.zeros(2, 3, 1, 8, 8, device="meta", requires_grad=True)
+        try:
+            loss(masks, torch.zeros(2, 3, 8, 8, device="meta")).backward()
+        except (NotImplementedError, RuntimeError) as e:
+            raise AssertionError(f"it does not run on shapes alone (the meta device), as "
+                                 f"vle-kit sizes a training step; no data-dependent Python "
+                                 f"branches: {e}") from e
+
+    properties = [finite_and_non_negative, independent_of_batch_order, finite_gradients,
+                  runs_on_the_meta_device]
     if zero_at is not None:
         @given(_pairs(zero_at))
         def zero_at_its_ideal(case):
