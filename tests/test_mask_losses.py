@@ -278,3 +278,39 @@ def test_speck_prices_small_masks_and_neither_an_empty_one_nor_an_object():
     masks = smaller.clone().requires_grad_(True)
     loss(masks, None).backward()
     assert (masks.grad[0, 1] > 0).all() and (masks.grad[0, 0] == 0).all()
+
+
+@given(st.integers(2, 4), st.floats(0.0, 0.49))
+def test_colour_region_pushes_a_mask_along_its_object_and_not_into_the_scene(arm, faint):
+    """A mask on a cross's centre is pushed to take the arms (its colour, connected to it), not
+    the background, nor a speck of the same colour apart from it; a mask that holds the whole
+    cross, or holds nothing above one half, costs nothing; what an earlier mask holds is not
+    the later one's to take; a mask on the background (a colour over `max_area` of the image)
+    is not pushed into it, not even into a piece of it that earlier masks left."""
+    from vle_kit_plugins.loss_colour_region import ColourRegionLoss
+
+    loss = ColourRegionLoss(ColourRegionLoss.Config())
+    image = -torch.ones(1, 3, 24, 24)
+    cross = torch.zeros(24, 24, dtype=torch.bool)
+    cross[10:14, 12 - 2 * arm:12 + 2 * arm] = cross[12 - 2 * arm:12 + 2 * arm, 10:14] = True
+    image[0, 0][cross] = 1
+    image[0, 0, 0, 0] = 1  # the cross's colour, apart from it
+    centre = torch.zeros(1, 2, 1, 24, 24)
+    centre[0, 0, 0, 9:15, 9:15] = 1
+    centre[0, 0, 0][cross] = torch.maximum(centre[0, 0, 0][cross], torch.tensor(faint))
+    masks = centre.clone().requires_grad_(True)
+    assert loss(masks, image).item() > 0
+    loss(masks, image).backward()
+    arms = cross & (centre[0, 0, 0] < 1)
+    assert (masks.grad[0, 0, 0][arms] < 0).all(), "the arms are pushed up"
+    assert (masks.grad[0, 0, 0][~cross] == 0).all(), "neither the scene nor the speck"
+    whole = torch.zeros(1, 2, 1, 24, 24)
+    whole[0, 0, 0][cross] = 1
+    assert loss(whole, image).item() == 0
+    assert loss(centre * 0.5, image).item() == 0, "no core held above one half: no region"
+    later = torch.cat([whole, centre[:, :1]], 1)  # the cross held, then a mask on it again
+    assert loss(later, image).item() == 0
+    ground = torch.zeros(1, 2, 1, 24, 24)
+    ground[0, 0, 0, :, 6:] = 1 - cross[:, 6:].float()  # most of the background held, ...
+    ground[0, 1, 0, 18:, :3] = 1  # ... then a mask on a corner of the piece it left
+    assert loss(ground, image).item() == 0
