@@ -60,13 +60,13 @@ def check_mask_loss(loss_cls: type, config: object = None, *,
                     stacks: st.SearchStrategy | None = None) -> None:
     """Check that a mask loss is a finite, non-negative scalar, independent of the order of the
     images in the batch and differentiable with finite gradients, for any mask stack (and
-    images in [-1, 1]); that it runs on the meta device (shapes alone); and zero on everything `zero_at` draws, if given. `stacks` and `zero_at`
-    draw mask stacks or (masks, images) pairs. Besides what hypothesis draws, every property
-    runs on the constructed cases of `constructed_cases`, and batch order is tested on a batch
-    doubled with an altered copy of itself, under a permutation that moves every image onto a
-    different one, a reversal and a random shuffle: a loss that reads only part of the batch is
-    caught on every run. A failure names the property, and hypothesis prints the falsifying
-    example."""
+    images in [-1, 1]); that it runs on the meta device (shapes alone); and zero on everything
+    `zero_at` draws, if given. `stacks` and `zero_at` draw mask stacks or (masks, images) pairs.
+    Besides what hypothesis draws, every property runs on the constructed cases of
+    `constructed_cases`, and batch order is tested on a batch doubled with an altered copy of
+    itself, under a permutation that moves every image onto a different one, a reversal and a
+    random shuffle: a loss that reads only part of the batch is caught on every run. A failure
+    names the property, and hypothesis prints the falsifying example."""
     loss = _build(loss_cls, config)
     cases = _pairs(mask_stacks() if stacks is None else stacks)
     constructed = constructed_cases()
