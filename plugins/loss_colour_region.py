@@ -59,16 +59,15 @@ def colour_regions(masks: torch.Tensor, free: torch.Tensor, images: torch.Tensor
     """(B, K, H, W) masks and what earlier ones left of them (`free_of_earlier`), (B, C, H, W)
     images -> (B, K, H, W) 0/1: each mask's colour region."""
     b, k, h, w = masks.shape
-    core = -grow(-masks, edge=-1.0)  # the erosion, the image's edge eroding nothing
-    at = core.flatten(2).argmax(2)  # (B, K)
-    held = core.flatten(2).gather(2, at[..., None]) > 0.5  # (B, K, 1)
+    core = -grow(-masks, edge=-1.0).flatten(2)  # the erosion, the image's edge eroding nothing
+    at = core.argmax(2)  # (B, K)
+    held = core.gather(2, at[..., None]) > 0.5  # (B, K, 1): no seed, no region
     x = images.flatten(2)  # (B, C, HW)
     colour = x.gather(2, at[:, None].expand(-1, x.shape[1], -1))  # (B, C, K)
     alike = (x[:, None] - colour.transpose(1, 2)[..., None]).pow(2).sum(2) < tolerance
     ground = alike.float().mean(2, keepdim=True) > max_area  # (B, K, 1)
-    allowed = (alike & held & ~ground & (free.flatten(2) > 0.5)).float().view(b, k, h, w)
-    region = torch.zeros_like(masks).flatten(2).scatter(2, at[..., None], held.float())
-    region = region.view(b, k, h, w)
+    allowed = (alike & ~ground & (free.flatten(2) > 0.5)).float().view(b, k, h, w)
+    region = core.new_zeros(core.shape).scatter(2, at[..., None], held.float()).view(b, k, h, w)
     for _ in range(reach):  # no early stop: `vle-kit run` sizes the model on meta tensors
         region = grow(region) * allowed
     return region * (region.mean((2, 3), keepdim=True) >= min_area)
