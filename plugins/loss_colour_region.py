@@ -53,21 +53,31 @@ def free_of_earlier(masks: torch.Tensor) -> torch.Tensor:
     return 1 - (masks.cumsum(1) - masks).clamp(0, 1)
 
 
+def cores(masks: torch.Tensor, images: torch.Tensor, tolerance: float,
+          max_area: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, K, H, W) masks, (B, C, H, W) images -> each mask's core pixel (B, K), where its 3 x 3
+    erosion is largest; whether the mask holds it above one half (B, K, 1); and the pixels of
+    the core's colour (B, K, HW), none where that colour covers more than `max_area` of the
+    image (the ground)."""
+    core = -grow(-masks, edge=-1.0).flatten(2)  # the erosion, the image's edge eroding nothing
+    at = core.argmax(2)  # (B, K)
+    held = core.gather(2, at[..., None]) > 0.5
+    x = images.flatten(2)  # (B, C, HW)
+    colour = x.gather(2, at[:, None].expand(-1, x.shape[1], -1))  # (B, C, K)
+    alike = (x[:, None] - colour.transpose(1, 2)[..., None]).pow(2).sum(2) < tolerance
+    ground = alike.float().mean(2, keepdim=True) > max_area  # (B, K, 1)
+    return at, held, alike & ~ground
+
+
 def colour_regions(masks: torch.Tensor, free: torch.Tensor, images: torch.Tensor,
                    tolerance: float, reach: int, min_area: float = 0.0,
                    max_area: float = 1.0) -> torch.Tensor:
     """(B, K, H, W) masks and what earlier ones left of them (`free_of_earlier`), (B, C, H, W)
     images -> (B, K, H, W) 0/1: each mask's colour region."""
     b, k, h, w = masks.shape
-    core = -grow(-masks, edge=-1.0).flatten(2)  # the erosion, the image's edge eroding nothing
-    at = core.argmax(2)  # (B, K)
-    held = core.gather(2, at[..., None]) > 0.5  # (B, K, 1): no seed, no region
-    x = images.flatten(2)  # (B, C, HW)
-    colour = x.gather(2, at[:, None].expand(-1, x.shape[1], -1))  # (B, C, K)
-    alike = (x[:, None] - colour.transpose(1, 2)[..., None]).pow(2).sum(2) < tolerance
-    ground = alike.float().mean(2, keepdim=True) > max_area  # (B, K, 1)
-    allowed = (alike & ~ground & (free.flatten(2) > 0.5)).float().view(b, k, h, w)
-    region = core.new_zeros(core.shape).scatter(2, at[..., None], held.float()).view(b, k, h, w)
+    at, held, kin = cores(masks, images, tolerance, max_area)  # no held core, no seed
+    allowed = (kin & (free.flatten(2) > 0.5)).float().view(b, k, h, w)
+    region = masks.new_zeros(b, k, h * w).scatter(2, at[..., None], held.float()).view(b, k, h, w)
     for _ in range(reach):  # no early stop: `vle-kit run` sizes the model on meta tensors
         region = grow(region) * allowed
     return region * (region.mean((2, 3), keepdim=True) >= min_area)
