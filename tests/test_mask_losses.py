@@ -314,3 +314,34 @@ def test_colour_region_pushes_a_mask_along_its_object_and_not_into_the_scene(arm
     ground[0, 0, 0, :, 6:] = 1 - cross[:, 6:].float()  # most of the background held, ...
     ground[0, 1, 0, 18:, :3] = 1  # ... then a mask on a corner of the piece it left
     assert loss(ground, image).item() == 0
+
+
+@given(st.integers(1, 6), st.floats(0.51, 1.0))
+def test_own_colour_prices_the_other_colours_a_mask_holds_and_never_the_rest(sliver, held):
+    """A mask on a square that also takes a strip of another object beside it is pushed off
+    the strip and not off the square; a mask on the background (a colour over `max_area` of the
+    image) or holding no core above one half is pushed off all it holds; the last mask, which
+    takes the rest, is never priced; a mask holding only its own colour costs nothing."""
+    from vle_kit_plugins.loss_own_colour import OwnColourLoss
+
+    loss = OwnColourLoss(OwnColourLoss.Config())
+    image = -torch.ones(1, 3, 24, 24)
+    image[0, 0, 6:14, 6:14] = 1  # the square
+    image[0, 1, 6:14, 14:14 + sliver] = 1  # another object's strip beside it
+    square = torch.zeros(1, 3, 1, 24, 24)
+    square[0, 0, 0, 6:14, 6:14] = held
+    assert loss(square, image).item() == 0, "only its own colour"
+    masks = square.clone()
+    masks[0, 0, 0, 6:14, 14:14 + sliver] = held
+    masks[0, 2] = 1 - masks[0, 0]  # the rest
+    masks.requires_grad_(True)
+    loss(masks, image).backward()
+    strip = torch.zeros(24, 24, dtype=torch.bool)
+    strip[6:14, 14:14 + sliver] = True
+    assert (masks.grad[0, 0, 0][strip] > 0).all(), "pushed off the strip"
+    assert (masks.grad[0, 0, 0, 6:14, 6:14] == 0).all() and (masks.grad[0, 2] == 0).all()
+    ground = torch.zeros(1, 2, 1, 24, 24)
+    ground[0, 0, 0, 16:, :] = held
+    assert loss(ground, image).item() == pytest.approx(held * 8 * 24 / 24 ** 2)
+    faint = square * 0.5 / held
+    assert loss(faint, image).item() == pytest.approx(0.5 * 64 / 24 ** 2)

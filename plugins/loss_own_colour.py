@@ -1,0 +1,47 @@
+"""`own_colour`: a mask should hold only pixels of its core's colour: the other half of
+`colour_region`, which pushes a mask to take its colour's region and prices nothing it holds.
+
+Each mask's core is the pixel where its 3 x 3 erosion is largest (`colour_region`'s); every
+pixel the mask holds that is not of the core's colour (squared distance over the channels
+within `tolerance`, images in [-1, 1]) costs what the mask holds there. So does all of a mask
+whose core is the ground's colour (over `max_area` of the image) or which holds no core above
+one half: a token past the objects is pushed to fall silent. Unlike `piecewise_constant`,
+every other-coloured pixel costs the same, however near its colour, so the sliver of an object
+seen past the one in front costs the token that takes it as much as the ground would, and the
+price does not fall as the mask's mean colour moves towards the sliver's. The last mask is not
+priced: with `scope` (the default) it takes what every earlier mask left, the ground with it,
+and its price would push the earlier masks to take other objects' pixels.
+
+The loss is the sum over the masks but the last of what each holds outside its colour,
+averaged over the images' pixels.
+"""
+
+import attrs
+import torch
+
+from vle_kit import hookimpl
+from vle_kit.interfaces import MaskLoss, MaskLossConfig
+from vle_kit_plugins.loss_colour_region import cores
+
+
+@attrs.frozen(kw_only=True)
+class OwnColourConfig(MaskLossConfig):
+    tolerance: float = attrs.field(default=0.1, validator=attrs.validators.gt(0))
+    max_area: float = attrs.field(default=0.2, validator=[attrs.validators.gt(0),
+                                                          attrs.validators.le(1)])
+
+
+class OwnColourLoss(MaskLoss):
+    Config = OwnColourConfig
+
+    def forward(self, masks, images):
+        m = masks[:, :-1, 0]  # (B, K - 1, H, W) in [0, 1]
+        with torch.no_grad():
+            _, held, kin = cores(m, images, self.cfg.tolerance, self.cfg.max_area)
+            own = (held & kin).view_as(m)
+        return (m * ~own).sum(1).mean()
+
+
+@hookimpl
+def register_mask_losses(register):
+    register("own_colour", OwnColourLoss)
