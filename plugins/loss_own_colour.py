@@ -14,6 +14,10 @@ and its price would push the earlier masks to take other objects' pixels.
 
 The loss is the sum over the masks but the last of what each holds outside its colour,
 averaged over the images' pixels.
+
+`placed.toml` uses it at 15, seeds 0-3: FG-ARI 0.826 against 0.816 (better in every seed),
+merges 0.130 against 0.142, every prefix from the fourth on nearer PCA; at 30 the first prefix
+1.58x PCA, at 100 tokens became slots for colours (README, "Mask models").
 """
 
 import attrs
