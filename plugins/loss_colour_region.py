@@ -70,8 +70,8 @@ def cores(masks: torch.Tensor, images: torch.Tensor, tolerance: float,
 
 
 def colour_regions(masks: torch.Tensor, free: torch.Tensor, images: torch.Tensor,
-                   tolerance: float, reach: int, min_area: float = 0.0,
-                   max_area: float = 1.0) -> torch.Tensor:
+                   tolerance: float, reach: int, min_area: float,
+                   max_area: float) -> torch.Tensor:
     """(B, K, H, W) masks and what earlier ones left of them (`free_of_earlier`), (B, C, H, W)
     images -> (B, K, H, W) 0/1: each mask's colour region."""
     b, k, h, w = masks.shape

@@ -9,8 +9,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from vle_kit_plugins.data_shapes import ShapesConfig, ShapesDataset
 from vle_kit_plugins.loss_binarize import BinarizeLoss
+from vle_kit_plugins.loss_colour_region import ColourRegionLoss
 from vle_kit_plugins.loss_coverage import CoverageLoss
 from vle_kit_plugins.loss_exp_difference import ExpDifferenceConfig, ExpDifferenceLoss
+from vle_kit_plugins.loss_own_colour import OwnColourLoss
 from vle_kit_plugins.loss_piecewise_constant import (PiecewiseConstantConfig,
                                                      PiecewiseConstantLoss)
 from vle_kit_plugins.loss_smoothness import SmoothnessLoss
@@ -287,8 +289,6 @@ def test_colour_region_pushes_a_mask_along_its_object_and_not_into_the_scene(arm
     cross, or holds nothing above one half, costs nothing; what an earlier mask holds is not
     the later one's to take; a mask on the background (a colour over `max_area` of the image)
     is not pushed into it, not even into a piece of it that earlier masks left."""
-    from vle_kit_plugins.loss_colour_region import ColourRegionLoss
-
     loss = ColourRegionLoss(ColourRegionLoss.Config())
     image = -torch.ones(1, 3, 24, 24)
     cross = torch.zeros(24, 24, dtype=torch.bool)
@@ -322,8 +322,6 @@ def test_own_colour_prices_the_other_colours_a_mask_holds_and_never_the_rest(sli
     the strip and not off the square; a mask on the background (a colour over `max_area` of the
     image) or holding no core above one half is pushed off all it holds; the last mask, which
     takes the rest, is never priced; a mask holding only its own colour costs nothing."""
-    from vle_kit_plugins.loss_own_colour import OwnColourLoss
-
     loss = OwnColourLoss(OwnColourLoss.Config())
     image = -torch.ones(1, 3, 24, 24)
     image[0, 0, 6:14, 6:14] = 1  # the square
