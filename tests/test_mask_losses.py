@@ -65,6 +65,34 @@ def test_piecewise_constant_by_area_passes_the_suite():
                     zero_at=painted_partitions())
 
 
+def mask_weighted_variance(masks, images, normalize, min_area=0.02):
+    """piecewise_constant by its definition: sum over masks of m (x - mask's mean colour)^2."""
+    m, x = masks.clamp(0, 1), images[:, None]
+    area = m.sum(dim=(3, 4), keepdim=True)
+    mean = (m * x).sum(dim=(3, 4), keepdim=True) / area.clamp_min(1e-6)
+    spread = m * (x - mean).pow(2)
+    if normalize == "image":
+        return spread.sum(1).mean()
+    variance = spread.sum(dim=(3, 4), keepdim=True) / area.clamp_min(min_area * 32 * 32)
+    return variance.flatten(2).mean(2).sum(1).mean()
+
+
+@pytest.mark.parametrize("normalize", ["image", "area"])
+@given(st.integers(0, 2**16), st.integers(1, 8), st.sampled_from([1, 4, 30]))
+def test_piecewise_constant_from_moments_is_its_definition(normalize, seed, k, sharpness):
+    """The loss comes from each mask's area and colour moments, not from the squared
+    deviations of every pixel under every mask: the same value and gradient."""
+    generator = torch.Generator().manual_seed(seed)
+    masks = torch.rand(3, k, 1, 32, 32, generator=generator).pow(sharpness).requires_grad_(True)
+    images = torch.rand(3, 3, 32, 32, generator=generator) * 2 - 1
+    loss = PiecewiseConstantLoss(PiecewiseConstantConfig(normalize=normalize))
+    gradient, = torch.autograd.grad(loss(masks, images), masks)
+    expected, = torch.autograd.grad(mask_weighted_variance(masks, images, normalize), masks)
+    assert torch.allclose(gradient, expected, rtol=1e-4, atol=1e-9)
+    assert loss(masks, images).item() == pytest.approx(
+        mask_weighted_variance(masks, images, normalize).item(), rel=1e-5, abs=1e-9)
+
+
 def two_squares(side: int, colours: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:
     """A 32 px scene of two squares of `side` pixels and the channel values `colours` on a
     black background, with masks (1, 2, 1, H, W): both squares in the first, the rest after."""
