@@ -186,11 +186,33 @@ DECODERS = [["model.decoder={use='plain'}"],  # whole tables: vanilla.toml's has
             ["model.decoder={use='plain', step_film=true}"],
             ["model.decoder={use='plain', step_film=true, linear=true}"],
             ["model.decoder={use='plain', fine=8}"],
+            ["model.decoder={use='plain', unfold=4}"],
+            ["model.decoder={use='plain', unfold=4, unfold_hidden=8}"],
             ["model.decoder={use='context'}"],
             ["model.decoder={use='broadcast'}"],
             ["model.decoder={use='context', memory=false}"],
             ["model.decoder={use='context', recon=false}"],
             ["model.decoder={use='context', whole=true}"]]
+
+
+def test_four_by_four_folds_skip_the_half_resolution_convolutions(vanilla):
+    """model.fold = 4 and the plain decoder's unfold = 4 enter and leave the image through
+    4 x 4 pixel blocks: no convolution runs between the image's and the memory's resolution,
+    and the shapes are those of the 2 x 2 folds."""
+    sizes = ["model.token.size=2"]  # 16 px images: the memory at 4 x 4, a quarter of them
+    folded, _ = tiny_model(vanilla, *sizes, "model.fold=4",
+                           "model.decoder={use='plain', unfold=4}")
+    plain, _ = tiny_model(vanilla, *sizes, "model.decoder={use='plain'}")
+    seen = []
+    for module in folded.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            module.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[-1]))
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        out, reference = folded(x, 3), plain(x, 3)
+    assert max(seen) == 4
+    assert out.recons.shape == reference.recons.shape == (2, 3, 3, 16, 16)
+    assert folded.stem(x).shape == plain.stem(x).shape
 
 
 NO_PLACE, PLACED = "{use='none'}", "{use='residual_peak', radius=3.0}"

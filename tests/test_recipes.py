@@ -61,6 +61,11 @@ BAD = [
     ("negative size", BASE.replace("size = 32", "size = -32"), "data.size: must be >= 8, got -32"),
     ("size not a power of two of the token", BASE.replace("size = 32", "size = 40"),
      "data.size: 40 must be model.token.size (4) times a power of two"),
+    ("a stem fold past the memory's resolution", BASE + "[model]\nfold = 4\n"
+     "[model.token]\nsize = 8\n",
+     "model.fold: 4 x 4 pixel blocks are more than the stem's 2x halving"),
+    ("a decoder both fine and unfolding 4 x 4", BASE + "[model.decoder]\nuse = 'plain'\n"
+     "fine = 8\nunfold = 4\n", "model.decoder: fine = 8 draws the last doubling at the image's"),
     ("not a table", BASE + "[model]\ntoken = 3\n", "model.token: expected a table, got 3"),
     ("unknown section", BASE + "[trian]\nsteps = 3\n",
      "trian: not a known key; did you mean 'train'?"),

@@ -87,27 +87,34 @@ def level_widths(width: int, levels: int, smallest: int = 32) -> list[int]:
     return [max(width >> (levels - i), smallest) for i in range(levels)] + [width]
 
 
-def stem(in_channels: int, width: int, down: int) -> nn.Sequential:
-    """Image (B, in, H, W) -> features (B, width, H / 2^down, W / 2^down): a 2 x 2
-    space-to-depth fold, a convolution, then stride-2 convolutions for the other halvings."""
+def stem(in_channels: int, width: int, down: int, fold: int = 2) -> nn.Sequential:
+    """Image (B, in, H, W) -> features (B, width, H / 2^down, W / 2^down): a fold x fold
+    space-to-depth fold (2 or 4; at most 2^down), a convolution, then stride-2 convolutions
+    for the other halvings."""
     if down == 0:
         return nn.Sequential(conv3(in_channels, width))
-    widths = level_widths(width, down - 1)
-    return nn.Sequential(nn.PixelUnshuffle(2), conv3(4 * in_channels, widths[0]),
+    widths = level_widths(width, down - fold.bit_length() + 1)
+    return nn.Sequential(nn.PixelUnshuffle(fold), conv3(fold * fold * in_channels, widths[0]),
                          *[m for a, b in zip(widths[:-1], widths[1:])
                            for m in (Activation(), conv3(a, b, 2))])
 
 
-def up_path(width: int, up: int, out_channels: int, fine: int = 0) -> nn.Sequential:
-    """Features (B, width, s, s) -> (B, out_channels, 2^up s, 2^up s): doublings to half the
-    target resolution, then a convolution whose channels unfold into 2 x 2 pixel blocks; with
-    `fine` > 0 channels, the last doubling too, then a convolution at the target resolution,
-    so a pixel's value is no longer one of four read from the same half-resolution features."""
-    widths = level_widths(width, up - 1)[::-1]
+def up_path(width: int, up: int, out_channels: int, fine: int = 0, unfold: int = 2,
+            hidden: int = 0) -> nn.Sequential:
+    """Features (B, width, s, s) -> (B, out_channels, 2^up s, 2^up s): doublings to 1 / unfold
+    of the target resolution, then a convolution whose channels unfold into unfold x unfold
+    pixel blocks (2 or 4; at most 2^up), through a hidden layer of `hidden` channels if > 0;
+    with `fine` > 0 channels (and unfold 2), the last doubling too, then a convolution at the
+    target resolution, so a pixel's value is no longer one of four read from the same
+    half-resolution features."""
+    widths = level_widths(width, up - unfold.bit_length() + 1)[::-1]
     doublings = [Up(a, b) for a, b in zip(widths[:-1], widths[1:])]
     if fine:
         return nn.Sequential(*doublings, Up(widths[-1], fine), conv3(fine, out_channels))
-    return nn.Sequential(*doublings, conv3(widths[-1], 4 * out_channels), nn.PixelShuffle(2))
+    blocks = unfold * unfold * out_channels
+    last = ([conv3(widths[-1], hidden), Activation(), nn.Conv2d(hidden, blocks, 1)] if hidden
+            else [conv3(widths[-1], blocks)])
+    return nn.Sequential(*doublings, *last, nn.PixelShuffle(unfold))
 
 
 class ConvGRUCell(nn.Module):

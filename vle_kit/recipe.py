@@ -144,6 +144,11 @@ def _cross_checks(recipe: Recipe, registry: Registry) -> list[str]:
     if size % token or ratio < 2 or ratio & (ratio - 1):
         problems.append(f"data.size: {size} must be model.token.size ({token}) times a power of "
                         f"two (2, 4, 8, ...)")
+    fold = recipe.model.fold
+    if fold > 2 and fold > ratio // 2:
+        problems.append(f"model.fold: {fold} x {fold} pixel blocks are more than the stem's "
+                        f"{max(ratio // 2, 1)}x halving from data.size ({size}) to twice the "
+                        f"token's ({2 * token}); use 2")
     saliency = recipe.model.saliency.use
     if recipe.mask_loss and not makes_masks(recipe, registry):
         names = ", ".join(repr(c.use) for c in recipe.mask_loss)
