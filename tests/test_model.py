@@ -126,12 +126,13 @@ def three_steps(trainer) -> tuple[list[float], dict]:
 
 
 def assert_same_training(a: tuple[list[float], dict], b: tuple[list[float], dict], lr: float):
-    """The same losses, and weights within 1% of the learning rate (what an Adam step moves a
-    weight by): kernels round differently, and Adam's first steps magnify that where
-    gradients are near zero (1.3e-5 on an AVX-512 host)."""
+    """The same losses, and weights within 5% of the learning rate (what an Adam step moves a
+    weight by; a wrong gradient moves it by the whole of it): kernels round differently, and
+    Adam's first steps magnify that where gradients are near zero (1.3e-5 on an AVX-512
+    host, 5.6e-5 on one thread of an AVX2-only one, where a different kernel runs)."""
     (losses_a, weights_a), (losses_b, weights_b) = a, b
     assert losses_a == pytest.approx(losses_b, rel=1e-5)
-    assert max((weights_a[k] - weights_b[k]).abs().max().item() for k in weights_a) < 0.01 * lr
+    assert max((weights_a[k] - weights_b[k]).abs().max().item() for k in weights_a) < 0.05 * lr
 
 
 def test_channels_last_trains_to_the_same_weights(vanilla, tmp_path):
