@@ -13,8 +13,9 @@ than more steps in the same minutes (README, "Mask models").
 
 With `unfold = 4` the last convolution runs at a quarter of the image's resolution and its
 channels unfold into 4 x 4 pixel blocks: no convolution at half resolution, the dearest of a
-step on a CPU (README, "Speed"); `unfold_hidden = n` reads the blocks' pixels from the
-features through a hidden layer of n channels instead of one linear map.
+step on a CPU, and worse on `inherent` (README, "Mask models"); `unfold_hidden = n` reads
+the blocks' pixels from the features through a hidden layer of n channels instead of one
+linear map.
 
 With `linear = true` a learned linear map per step from the token's floats to every output
 value is added to what the convolutions draw; with the token layer's own linear map

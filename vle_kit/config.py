@@ -84,7 +84,7 @@ class ModelConfig:
     blocks: int = attrs.field(default=1, validator=v.ge(0))  # residual blocks in the encoder body
     tell_k: bool = True  # the encoder is told K; without it a j-prefix is the j-token encoding
     fold: int = attrs.field(default=2, validator=v.in_((2, 4)))  # the stem's space-to-depth
-    #                   block: 4 skips the half-resolution convolution (README, "Speed")
+    #                   block: 4 skips the half-resolution convolution (README, "Mask models")
     token: TokenConfig = attrs.field(factory=TokenConfig)
 
 

@@ -3,7 +3,8 @@
 Full-resolution layers are the dearest on a CPU (every operation runs over all H x W pixels
 with few channels), so the network enters and leaves the image through space-to-depth:
 the stem folds 2 x 2 pixel blocks into channels before its first convolution, and the decoders
-end with a convolution at half resolution whose channels unfold into 2 x 2 blocks.
+end with a convolution at half resolution whose channels unfold into 2 x 2 blocks (4 x 4
+blocks from a quarter of the resolution, as options: faster, and worse on `inherent`).
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def stem(in_channels: int, width: int, down: int, fold: int = 2) -> nn.Sequentia
     for the other halvings."""
     if down == 0:
         return nn.Sequential(conv3(in_channels, width))
-    widths = level_widths(width, down - fold.bit_length() + 1)
+    widths = level_widths(width, down - int(math.log2(fold)))
     return nn.Sequential(nn.PixelUnshuffle(fold), conv3(fold * fold * in_channels, widths[0]),
                          *[m for a, b in zip(widths[:-1], widths[1:])
                            for m in (Activation(), conv3(a, b, 2))])
@@ -107,7 +108,7 @@ def up_path(width: int, up: int, out_channels: int, fine: int = 0, unfold: int =
     with `fine` > 0 channels (and unfold 2), the last doubling too, then a convolution at the
     target resolution, so a pixel's value is no longer one of four read from the same
     half-resolution features."""
-    widths = level_widths(width, up - unfold.bit_length() + 1)[::-1]
+    widths = level_widths(width, up - int(math.log2(unfold)))[::-1]
     doublings = [Up(a, b) for a, b in zip(widths[:-1], widths[1:])]
     if fine:
         return nn.Sequential(*doublings, Up(widths[-1], fine), conv3(fine, out_channels))
