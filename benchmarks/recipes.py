@@ -6,7 +6,8 @@ tabulate their per-token curves beside PCA, over one or more seeds.
         [--add]
 
 Each run is a `vle-kit run` in a process of its own, timed from start to end (training and
-evaluation). `--seeds` changes train.seed (initial weights and batch order; the data stay the
+evaluation), with the float32 matmul rate measured just before and after (`matmul_gflops`:
+the same kind of host drifts by a third). `--seeds` changes train.seed (initial weights and batch order; the data stay the
 same); `--photos` trains and tests on real photographs (benchmarks/photos.py: patches of
 different photographs on each side, one every `--stride` pixels, 12 by default: set
 data.train to match a smaller stride); `--isa avx2` runs under the AVX2 kernels; `--add` keeps
@@ -46,13 +47,27 @@ def run_recipe(recipe: str, overrides: list[str], isa: str = "native",
     runs = Path(tempfile.mkdtemp(prefix="runs_", dir=RESULTS))
     env = {**os.environ, **(AVX2_KERNELS if isa == "avx2" else {}),
            **({"OMP_NUM_THREADS": "1"} if parallel else {})}
+    rates = [] if parallel else [matmul_gflops(env)]
     started = time.perf_counter()
     cmd = [sys.executable, "-m", "vle_kit", "run", recipe, "--runs", str(runs)]
     subprocess.run(cmd + [a for o in overrides for a in ("--set", o)], check=True, env=env,
                    stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - started
+    rates += [] if parallel else [matmul_gflops(env)]
     (path,) = runs.iterdir()
-    return entry(path, recipe, overrides, seconds, timed=not parallel)
+    return {**entry(path, recipe, overrides, seconds, timed=not parallel),
+            "matmul_gflops": rates or None}
+
+
+def matmul_gflops(env: dict[str, str]) -> float:
+    """This host's float32 matmul rate in GFLOP/s, measured in a child process under `env`
+    (the run's kernels): timed runs record it before and after, since the same kind of host
+    moves by a third from day to day and the issues' minutes are for a rate near 140."""
+    probe = ("import torch; from benchmarks.speed import matmul_rate; "
+             "print(matmul_rate(torch.device('cpu')) / 1e9)")
+    done = subprocess.run([sys.executable, "-c", probe], check=True, env=env,
+                          capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    return round(float(done.stdout), 1)
 
 
 def entry(path: Path, recipe: str, overrides: list[str] | str | None,
@@ -99,7 +114,9 @@ def table(name: str, entries: list[dict]) -> str:
             rows[-1][5:5] = [f"{augmented.mse[i]:.4f}",
                              f"{statistics.fmean(vle) / augmented.mse[i]:.2f}"]
     timed = [e["wall_seconds"] / 60 for e in entries if e["timed"]]
-    minutes = (f"{spread(timed, 1)} min each (training and evaluation)" if timed else
+    rates = [r for e in entries if e["timed"] for r in e.get("matmul_gflops") or ()]
+    matmul = f"; matmul {min(rates):.0f}-{max(rates):.0f} GFLOP/s" if rates else ""
+    minutes = (f"{spread(timed, 1)} min each (training and evaluation{matmul})" if timed else
                "run two at a time on one thread each (no timing)")
     lines = [f"{name}: {len(entries)} seed(s), {minutes}, {entries[0]['host']['cpu']}, "
              f"{entries[0]['host']['aten_isa']} kernels",

@@ -83,3 +83,18 @@ def test_a_run_that_augments_is_tabled_beside_pca_of_its_augmented_images_too():
     assert row["PCA MSE"] == f"{plain:.4f}" and row["prefix / PCA"] == f"{vle / plain:.2f}"
     assert row["PCA MSE, augmented"] == f"{plain / 2:.4f}"
     assert row["prefix / it"] == f"{2 * vle / plain:.2f}"
+
+
+def test_a_timed_run_is_tabled_with_the_matmul_rate_around_it():
+    """The same kind of host drifts by a third: a timed run's minutes carry the host's matmul
+    rate, measured under the run's own environment."""
+    import os
+
+    from benchmarks.recipes import matmul_gflops, table
+
+    entry = json.loads((ROOT / "benchmarks" / "results" / "recipes.json").read_text())["vanilla"][0]
+    rate = matmul_gflops(dict(os.environ))
+    assert rate > 0
+    first = table("vanilla", [{**entry, "timed": True, "matmul_gflops": [rate, 2 * rate]}])
+    assert f"matmul {rate:.0f}-{2 * rate:.0f} GFLOP/s" in first.splitlines()[0]
+    assert "matmul" not in table("vanilla", [{**entry, "timed": True}])  # older entries
