@@ -27,7 +27,8 @@ class BroadcastDecoder(Decoder):
         self.register_buffer("coords", torch.stack([x, y, -x, -y])[None], persistent=False)
         self.position = nn.Conv2d(4, width, 1)  # Slot Attention's soft position embedding
         self.net = nn.Sequential(Activation(), conv3(width, width), ResBlock(width),
-                                 up_path(width, up, spec.decoded_channels))
+                                 up_path(width, up, spec.decoded_channels,
+                                         narrowest=spec.narrowest))
 
     def forward(self, z, state, memory):
         vector = self.embed(z.flatten(1))[:, :, None, None]

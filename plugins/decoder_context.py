@@ -34,12 +34,14 @@ class ContextDecoder(Decoder):
         width, up = spec.width, spec.upsamplings
         self.embed = conv3(spec.token_channels, width)
         if cfg.recon:  # image -> token resolution: the encoder's stem and one more halving
-            self.context = nn.Sequential(stem(spec.image_channels, width, up - 1), Activation(),
+            self.context = nn.Sequential(stem(spec.image_channels, width, up - 1,
+                                                      narrowest=spec.narrowest), Activation(),
                                          conv3(width, width, 2))
         if cfg.memory:
             self.cell = ConvGRUCell(width, width)
         self.net = nn.Sequential(ResBlock(width),
-                                 up_path(width, up, spec.decoded_channels))
+                                 up_path(width, up, spec.decoded_channels,
+                                         narrowest=spec.narrowest))
 
     def forward(self, z, state, memory):
         h = self.embed(z)

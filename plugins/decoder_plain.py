@@ -55,7 +55,8 @@ class PlainDecoder(Decoder):
                               f"size to the image's; use 2")
         self.net = nn.Sequential(conv3(spec.token_channels, spec.width), ResBlock(spec.width),
                                  up_path(spec.width, spec.upsamplings, spec.decoded_channels,
-                                         cfg.fine, cfg.unfold, cfg.unfold_hidden))
+                                         cfg.fine, cfg.unfold, cfg.unfold_hidden,
+                                         spec.narrowest))
         if cfg.step_film:
             self.film = film_table(spec.tokens_max, spec.width)
         if cfg.linear:

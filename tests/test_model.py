@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from vle_kit.build import build_model
 from vle_kit.decomposition import mask_area
 from vle_kit.interfaces import Locator, State
+from vle_kit.layers import Up
 from vle_kit.recipe import load_recipe
 from vle_kit.train import learning_rate
 
@@ -214,6 +215,26 @@ def test_four_by_four_folds_skip_the_half_resolution_convolutions(vanilla):
     assert max(seen) == 4
     assert out.recons.shape == reference.recons.shape == (2, 3, 3, 16, 16)
     assert folded.stem(x).shape == plain.stem(x).shape
+
+
+@pytest.mark.parametrize("decoder", ["plain", "context", "broadcast"])
+def test_narrowest_is_the_fewest_channels_at_the_finest_levels(vanilla, decoder):
+    """model.narrowest lets the stem and the decoders halve their channels at each doubling
+    of resolution below 32 (at 32 px, width 16: 8 at 16 x 16 in the stem, 8 then 4 on the way
+    up), with the image's shapes unchanged."""
+    sizes = ["model.width=16", "data.size=32", f"model.decoder={{use='{decoder}'}}"]
+    narrow, _ = tiny_model(vanilla, *sizes, "model.narrowest=4")
+    usual, _ = tiny_model(vanilla, *sizes)
+
+    def ups(model):
+        return [m[1].out_channels for m in model.decoder.modules() if isinstance(m, Up)]
+    doublings = 1 if decoder == "broadcast" else 2  # broadcast starts at a quarter of the image
+    assert ups(usual) == [32, 32][:doublings] and ups(narrow) == [8, 4][:doublings]
+    assert narrow.stem[1].out_channels == 8 and usual.stem[1].out_channels == 32
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert narrow(x, 2).recons.shape == usual(x, 2).recons.shape == (2, 2, 3, 32, 32)
+    assert sum(p.numel() for p in narrow.parameters()) < sum(p.numel() for p in usual.parameters())
 
 
 NO_PLACE, PLACED = "{use='none'}", "{use='residual_peak', radius=3.0}"

@@ -41,7 +41,7 @@ def model_spec(recipe: Recipe, registry: Registry, image_channels: int = 3) -> M
     return ModelSpec(image_channels=image_channels, image_size=recipe.data.config.size,
                      width=m.width, tokens_max=recipe.tokens.max,
                      token_channels=m.token.channels, token_size=m.token.size,
-                     mask_channels=saliency.decoder_channels)
+                     mask_channels=saliency.decoder_channels, narrowest=m.narrowest)
 
 
 def build_model(recipe: Recipe, registry: Registry, image_channels: int = 3) -> VLE:

@@ -85,6 +85,8 @@ class ModelConfig:
     tell_k: bool = True  # the encoder is told K; without it a j-prefix is the j-token encoding
     fold: int = attrs.field(default=2, validator=v.in_((2, 4)))  # the stem's space-to-depth
     #                   block: 4 skips the half-resolution convolution (README, "Mask models")
+    narrowest: int = attrs.field(default=32, validator=v.ge(1))  # the fewest channels at any
+    #          resolution of the stem and the decoders (halving per doubling of size down to it)
     token: TokenConfig = attrs.field(factory=TokenConfig)
 
 

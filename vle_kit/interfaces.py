@@ -29,6 +29,7 @@ class ModelSpec:
     token_channels: int = 4  # one token is token_channels x token_size x token_size floats
     token_size: int = 4
     mask_channels: int = 0  # channels the decoder emits beside the part, for the saliency head
+    narrowest: int = 32  # the fewest channels at any resolution of the stem and the decoders
 
     @property
     def upsamplings(self) -> int:

@@ -83,32 +83,34 @@ class Up(nn.Sequential):
                          Activation())
 
 
-def level_widths(width: int, levels: int, smallest: int = 32) -> list[int]:
-    """Channels at each of `levels` resolutions, finest first: halving per doubling of size."""
-    return [max(width >> (levels - i), smallest) for i in range(levels)] + [width]
+def level_widths(width: int, levels: int, narrowest: int = 32) -> list[int]:
+    """Channels at each of `levels` resolutions, finest first: halving per doubling of size,
+    never below `narrowest`."""
+    return [max(width >> (levels - i), narrowest) for i in range(levels)] + [width]
 
 
-def stem(in_channels: int, width: int, down: int, fold: int = 2) -> nn.Sequential:
+def stem(in_channels: int, width: int, down: int, fold: int = 2,
+         narrowest: int = 32) -> nn.Sequential:
     """Image (B, in, H, W) -> features (B, width, H / 2^down, W / 2^down): a fold x fold
     space-to-depth fold (2 or 4; at most 2^down), a convolution, then stride-2 convolutions
-    for the other halvings."""
+    for the other halvings; `narrowest` channels at least at any resolution."""
     if down == 0:
         return nn.Sequential(conv3(in_channels, width))
-    widths = level_widths(width, down - int(math.log2(fold)))
+    widths = level_widths(width, down - int(math.log2(fold)), narrowest)
     return nn.Sequential(nn.PixelUnshuffle(fold), conv3(fold * fold * in_channels, widths[0]),
                          *[m for a, b in zip(widths[:-1], widths[1:])
                            for m in (Activation(), conv3(a, b, 2))])
 
 
 def up_path(width: int, up: int, out_channels: int, fine: int = 0, unfold: int = 2,
-            hidden: int = 0) -> nn.Sequential:
+            hidden: int = 0, narrowest: int = 32) -> nn.Sequential:
     """Features (B, width, s, s) -> (B, out_channels, 2^up s, 2^up s): doublings to 1 / unfold
     of the target resolution, then a convolution whose channels unfold into unfold x unfold
     pixel blocks (2 or 4; at most 2^up), through a hidden layer of `hidden` channels if > 0;
     with `fine` > 0 channels (and unfold 2), the last doubling too, then a convolution at the
     target resolution, so a pixel's value is no longer one of four read from the same
-    half-resolution features."""
-    widths = level_widths(width, up - int(math.log2(unfold)))[::-1]
+    half-resolution features. `narrowest`: the fewest channels at any resolution."""
+    widths = level_widths(width, up - int(math.log2(unfold)), narrowest)[::-1]
     doublings = [Up(a, b) for a, b in zip(widths[:-1], widths[1:])]
     if fine:
         return nn.Sequential(*doublings, Up(widths[-1], fine), conv3(fine, out_channels))

@@ -114,7 +114,7 @@ class VLE(nn.Module):
         down = spec.upsamplings - 1  # image -> memory resolution, twice the token's
         in_channels = (spec.image_channels + self.composer.extra_channels  # what the encoder sees
                        + self.locator.extra_channels)
-        self.stem = stem(in_channels, width, down, cfg.fold)
+        self.stem = stem(in_channels, width, down, cfg.fold, cfg.narrowest)
         # FiLM from "how many tokens were asked for" and "which step is this" (notes, Apr 12)
         self.film_k = film_table(spec.tokens_max + 1, width) if cfg.tell_k else None
         self.film_step = film_table(spec.tokens_max, width)
