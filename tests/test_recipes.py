@@ -66,6 +66,9 @@ BAD = [
      "model.fold: 4 x 4 pixel blocks are more than the stem's 2x halving"),
     ("a decoder both fine and unfolding 4 x 4", BASE + "[model.decoder]\nuse = 'plain'\n"
      "fine = 8\nunfold = 4\n", "model.decoder: fine = 8 draws the last doubling at the image's"),
+    ("a decoder unfolding past the token's size", BASE + "[model.decoder]\nuse = 'plain'\n"
+     "unfold = 4\n[model.token]\nsize = 16\n",
+     "model.decoder.unfold: 4 x 4 pixel blocks are more than the 2x from the token's size"),
     ("not a table", BASE + "[model]\ntoken = 3\n", "model.token: expected a table, got 3"),
     ("unknown section", BASE + "[trian]\nsteps = 3\n",
      "trian: not a known key; did you mean 'train'?"),

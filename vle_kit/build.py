@@ -103,6 +103,20 @@ def measure_size(recipe: Recipe, registry: Registry, image_channels: int = 3) ->
                 peak_bytes=4 * 4 * parameters + sum(kept.values()))
 
 
+def checked_size(recipe: Recipe, registry: Registry, source: str) -> Size:
+    """measure_size, with what would fail at the start of a run reported as a recipe error
+    naming `source`: a limit a plug-in finds only when built into the model's shape (a
+    decoder's unfold past the token's size), or a step that does not fit in memory."""
+    try:
+        size = measure_size(recipe, registry)
+    except RecipeError:
+        raise
+    except VleKitError as e:
+        raise RecipeError(source, [str(e)]) from None
+    check_fits(recipe, size, source)
+    return size
+
+
 def available_memory(device: torch.device) -> int:
     """Bytes of memory the device has in all (a GPU's own, or the machine's)."""
     if device.type == "cuda":

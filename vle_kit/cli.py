@@ -76,7 +76,7 @@ def parser() -> argparse.ArgumentParser:
 
 def cmd_run(args) -> int:
     from vle_kit import distributed
-    from vle_kit.build import check_fits, measure_size, select_device
+    from vle_kit.build import checked_size, select_device
     from vle_kit.recipe import load_recipe, warnings
     from vle_kit.report import curve_table, markdown
     from vle_kit.runs import RunDir
@@ -90,7 +90,7 @@ def cmd_run(args) -> int:
         recipe, registry = load_recipe(run.recipe, args.overrides, args.plugins)
     else:
         recipe, registry = load_recipe(args.recipe, args.overrides, args.plugins)
-    check_fits(recipe, measure_size(recipe, registry), str(args.recipe or run.recipe))
+    checked_size(recipe, registry, str(args.recipe or run.recipe))
     if os.environ.get("RANK", "0") == "0":
         for line in warnings(recipe, registry):
             print(f"warning: {line}", file=sys.stderr)
@@ -132,13 +132,12 @@ def closing_lines(run, result, seconds: float) -> str:
 
 
 def cmd_check(args) -> int:
-    from vle_kit.build import check_fits, measure_size
+    from vle_kit.build import checked_size
     from vle_kit.recipe import load_recipe, warnings
     from vle_kit.slots import MODEL_SLOTS
 
     recipe, registry = load_recipe(args.recipe, args.overrides, args.plugins)
-    size = measure_size(recipe, registry)
-    check_fits(recipe, size, str(args.recipe))
+    size = checked_size(recipe, registry, str(args.recipe))
     for line in warnings(recipe, registry):
         print(f"warning: {args.recipe}: {line}", file=sys.stderr)
     parts = ", ".join(f"{s.name} {getattr(recipe.model, s.name).use}" for s in MODEL_SLOTS)
