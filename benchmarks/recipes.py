@@ -7,13 +7,13 @@ tabulate their per-token curves beside PCA, over one or more seeds.
 
 Each run is a `vle-kit run` in a process of its own, timed from start to end (training and
 evaluation), with the float32 matmul rate measured just before and after (`matmul_gflops`:
-the same kind of host drifts by a third). `--seeds` changes train.seed (initial weights and batch order; the data stay the
-same); `--photos` trains and tests on real photographs (benchmarks/photos.py: patches of
-different photographs on each side, one every `--stride` pixels, 12 by default: set
-data.train to match a smaller stride); `--isa avx2` runs under the AVX2 kernels; `--add` keeps
-the entry's runs of other seeds (a timed seed-0 run, then `--seeds 1 2 --parallel --add`). Prints
-a table per entry (mean over seeds, and the spread where there are several) and updates
-benchmarks/results/recipes.json (entries of other names are kept).
+the same kind of host drifts by a third). `--seeds` changes train.seed (initial weights and
+batch order; the data stay the same); `--photos` trains and tests on real photographs
+(benchmarks/photos.py: patches of different photographs on each side, one every `--stride`
+pixels, 12 by default: set data.train to match a smaller stride); `--isa avx2` runs under the
+AVX2 kernels; `--add` keeps the entry's runs of other seeds (a timed seed-0 run, then `--seeds
+1 2 --parallel --add`). Prints a table per entry (mean over seeds, and the spread where there
+are several) and updates benchmarks/results/recipes.json (entries of other names are kept).
 """
 
 from __future__ import annotations

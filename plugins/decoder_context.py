@@ -34,9 +34,9 @@ class ContextDecoder(Decoder):
         width, up = spec.width, spec.upsamplings
         self.embed = conv3(spec.token_channels, width)
         if cfg.recon:  # image -> token resolution: the encoder's stem and one more halving
-            self.context = nn.Sequential(stem(spec.image_channels, width, up - 1,
-                                                      narrowest=spec.narrowest), Activation(),
-                                         conv3(width, width, 2))
+            self.context = nn.Sequential(
+                stem(spec.image_channels, width, up - 1, narrowest=spec.narrowest), Activation(),
+                conv3(width, width, 2))
         if cfg.memory:
             self.cell = ConvGRUCell(width, width)
         self.net = nn.Sequential(ResBlock(width),
