@@ -29,7 +29,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import torch
+
 from benchmarks.photos import write_patches
+from benchmarks.speed import apart, environment, matmul_rate
 from vle_kit.host import AVX2_KERNELS
 from vle_kit.report import markdown
 from vle_kit.results import Evaluation
@@ -45,29 +48,25 @@ def run_recipe(recipe: str, overrides: list[str], isa: str = "native",
     With `parallel` it runs on one thread, beside another run: its time is then not a timing."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     runs = Path(tempfile.mkdtemp(prefix="runs_", dir=RESULTS))
-    env = {**os.environ, **(AVX2_KERNELS if isa == "avx2" else {}),
-           **({"OMP_NUM_THREADS": "1"} if parallel else {})}
-    rates = [] if parallel else [matmul_gflops(env)]
+    kernels = AVX2_KERNELS if isa == "avx2" else {}
+    env = {**os.environ, **kernels, **({"OMP_NUM_THREADS": "1"} if parallel else {})}
+    before = None if parallel else matmul_gflops(kernels)
     started = time.perf_counter()
     cmd = [sys.executable, "-m", "vle_kit", "run", recipe, "--runs", str(runs)]
     subprocess.run(cmd + [a for o in overrides for a in ("--set", o)], check=True, env=env,
                    stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - started
-    rates += [] if parallel else [matmul_gflops(env)]
     (path,) = runs.iterdir()
     return {**entry(path, recipe, overrides, seconds, timed=not parallel),
-            "matmul_gflops": rates or None}
+            "matmul_gflops": None if parallel else [before, matmul_gflops(kernels)]}
 
 
-def matmul_gflops(env: dict[str, str]) -> float:
-    """This host's float32 matmul rate in GFLOP/s, measured in a child process under `env`
-    (the run's kernels): timed runs record it before and after, since the same kind of host
-    moves by a third from day to day and the issues' minutes are for a rate near 140."""
-    probe = ("import torch; from benchmarks.speed import matmul_rate; "
-             "print(matmul_rate(torch.device('cpu')) / 1e9)")
-    done = subprocess.run([sys.executable, "-c", probe], check=True, env=env,
-                          capture_output=True, text=True, cwd=Path(__file__).parent.parent)
-    return round(float(done.stdout), 1)
+def matmul_gflops(kernels: dict[str, str]) -> float:
+    """This host's float32 matmul rate in GFLOP/s, measured in a fresh process with the
+    `kernels` variables set (the run's): timed runs record it before and after, since the same
+    kind of host moves by a third from day to day and the issues' minutes are for about 140."""
+    with environment(kernels):
+        return round(apart(matmul_rate, torch.device("cpu")) / 1e9, 1)
 
 
 def entry(path: Path, recipe: str, overrides: list[str] | str | None,
