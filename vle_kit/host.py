@@ -21,24 +21,35 @@ import torch
 
 AVX2_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
                 "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def cpuinfo(field: str) -> str | None:
+    """The first value of a /proc/cpuinfo field ("model name", "flags"), or None."""
+    try:
+        text = CPUINFO.read_text()
+    except OSError:
+        return None
+    match = re.search(rf"^{field}\s*:\s*(.*)$", text, flags=re.M)
+    return match[1].strip() if match else None
 
 
 def cpu_model() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    match = re.search(r"^model name\s*:\s*(.+)$", text, flags=re.M)
-    return match[1].strip() if match else platform.machine()
+    return cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+def cpu_kind() -> str | None:
+    """Vendor, family, model and stepping, e.g. "AuthenticAMD family 25 model 1 stepping 1"
+    (Zen 3): a cloud CPU's model name may say only "AMD EPYC", whatever its generation."""
+    fields = [cpuinfo(f) for f in ("vendor_id", "cpu family", "model", "stepping")]
+    if None in fields:
+        return None
+    vendor, family, model, stepping = fields
+    return f"{vendor} family {family} model {model} stepping {stepping}"
 
 
 def cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    match = re.search(r"^flags\s*:\s*(.+)$", text, flags=re.M)
-    return set(match[1].split()) if match else set()
+    return set((cpuinfo("flags") or "").split())
 
 
 @functools.cache
@@ -65,7 +76,7 @@ def onednn_version() -> str:
 def host_info() -> dict:
     """The host as results record it."""
     flags = cpu_flags()
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+    return {"cpu": cpu_model(), "cpu_kind": cpu_kind(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
             "avx512": any(f.startswith("avx512") for f in flags),
             "aten_isa": torch.backends.cpu.get_cpu_capability(), "onednn_isa": onednn_isa(),
             "kernels_forced": {k: os.environ[k] for k in AVX2_KERNELS if k in os.environ},
@@ -75,9 +86,11 @@ def host_info() -> dict:
 
 
 def describe(host: dict) -> str:
-    """One line, e.g. "AMD EPYC, 2 threads, ATen AVX2 / oneDNN Intel AVX2, torch 2.14.1"."""
+    """One line, e.g. "AMD EPYC (no AVX-512, AuthenticAMD family 25 model 1 stepping 1), 2
+    threads, kernels ATen AVX2 / oneDNN Intel AVX2, torch 2.14.1"."""
     device = f", GPU {host['gpu']}" if host.get("gpu") else ""
-    return (f"{host['cpu']} ({'AVX-512' if host['avx512'] else 'no AVX-512'}), "
+    kind = f", {host['cpu_kind']}" if host.get("cpu_kind") else ""
+    return (f"{host['cpu']} ({'AVX-512' if host['avx512'] else 'no AVX-512'}{kind}), "
             f"{host['threads']} threads, kernels ATen {host['aten_isa']} / oneDNN "
             f"{host['onednn_isa']}{device}, torch {host['torch']}")
 

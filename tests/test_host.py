@@ -1,0 +1,39 @@
+"""Results name their host: the CPU's generation as well as its model name."""
+
+from vle_kit import host
+
+CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 23
+model\t\t: 49
+model name\t: AMD EPYC
+stepping\t: 0
+flags\t\t: fpu avx avx2 fma
+
+processor\t: 1
+vendor_id\t: AuthenticAMD
+cpu family\t: 23
+model\t\t: 49
+model name\t: AMD EPYC
+stepping\t: 0
+flags\t\t: fpu avx avx2 fma
+"""
+
+
+def test_a_host_is_named_by_vendor_family_model_and_stepping(tmp_path, monkeypatch):
+    (tmp_path / "cpuinfo").write_text(CPUINFO)
+    monkeypatch.setattr(host, "CPUINFO", tmp_path / "cpuinfo")
+    assert host.cpu_model() == "AMD EPYC"
+    assert host.cpu_kind() == "AuthenticAMD family 23 model 49 stepping 0"
+    assert host.cpu_flags() == {"fpu", "avx", "avx2", "fma"}
+    info = host.host_info()
+    assert info["cpu_kind"] == "AuthenticAMD family 23 model 49 stepping 0"
+    assert not info["avx512"]
+    assert "(no AVX-512, AuthenticAMD family 23 model 49 stepping 0)" in host.describe(info)
+
+
+def test_a_host_without_cpuinfo_is_still_described(tmp_path, monkeypatch):
+    monkeypatch.setattr(host, "CPUINFO", tmp_path / "missing")
+    info = host.host_info()
+    assert info["cpu"] and info["cpu_kind"] is None and info["avx512"] is False
+    assert "no AVX-512)" in host.describe(info)
