@@ -13,6 +13,7 @@ from vle_kit_plugins.loss_colour_region import ColourRegionLoss
 from vle_kit_plugins.loss_coverage import CoverageLoss
 from vle_kit_plugins.loss_exp_difference import ExpDifferenceConfig, ExpDifferenceLoss
 from vle_kit_plugins.loss_own_colour import OwnColourLoss
+from vle_kit_plugins.loss_own_part import OwnPartLoss
 from vle_kit_plugins.loss_piecewise_constant import (PiecewiseConstantConfig,
                                                      PiecewiseConstantLoss)
 from vle_kit_plugins.loss_smoothness import SmoothnessLoss
@@ -25,6 +26,7 @@ from vle_kit.recipe import load_recipe
 from vle_kit.testing import check_mask_loss
 from vle_kit.testing.strategies import (
     binary_stacks,
+    exact_parts,
     logits,
     mask_stacks,
     painted_partitions,
@@ -40,7 +42,8 @@ ZERO_AT = {"binarize": binary_stacks(), "coverage": partitions(),
            "sliver": mask_stacks(kinds=("zeros", "ones", "collapse")),
            "area_cap": mask_stacks(kinds=("zeros",)),
            "speck": mask_stacks(kinds=("zeros", "ones", "collapse")),
-           "compactness": mask_stacks(kinds=("zeros", "ones", "collapse"))}
+           "compactness": mask_stacks(kinds=("zeros", "ones", "collapse")),
+           "own_part": exact_parts()}
 
 
 @pytest.mark.parametrize("name", REGISTRY.names("mask_loss"))
@@ -373,3 +376,18 @@ def test_own_colour_prices_the_other_colours_a_mask_holds_and_never_the_rest(sli
     assert loss(ground, image).item() == pytest.approx(held * 8 * 24 / 24 ** 2)
     faint = square * 0.5 / held
     assert loss(faint, image).item() == pytest.approx(0.5 * 64 / 24 ** 2)
+
+
+@given(exact_parts(kinds=("uniform", "partition")), st.floats(0.1, 1.0))
+def test_own_part_pushes_each_pixel_to_the_part_that_draws_it(case, miss):
+    """Every mask pays its part's error where it holds: the gradient to a mask is that error,
+    so a pixel goes to the token whose part draws it best."""
+    masks, images, parts = case
+    parts = parts.clone()
+    parts[:, -1] = torch.where(images > 0, images - miss, images + miss)  # off by `miss`
+    masks = masks.clone().requires_grad_(True)
+    OwnPartLoss(OwnPartLoss.Config())(masks, images, parts).backward()
+    error = (parts - images[:, None]).pow(2).mean(2, keepdim=True)
+    inside = (masks > 0) & (masks < 1)  # the clamp to [0, 1] passes no gradient at its ends
+    assert torch.allclose(masks.grad[inside], (error / masks[:, 0].numel())[inside], atol=1e-7)
+    assert (masks.grad[:, :-1] == 0).all() and (masks.grad[:, -1][inside[:, -1]] > 0).all()

@@ -40,6 +40,15 @@ class ReadsTheLastImageLoss(MaskLoss):
         return masks.mean() + images[-1].pow(2).mean()
 
 
+class ReadsTheLastPartLoss(MaskLoss):
+    """Reads what the tokens drew, and only the last image's."""
+
+    reads_parts = True
+
+    def forward(self, masks, images, parts):
+        return masks.mean() + parts[-1].pow(2).mean()
+
+
 class StopsWhenSettledLoss(MaskLoss):
     """Asks the data whether to go on: fine on real tensors, not on the meta device."""
 
@@ -57,6 +66,7 @@ def test_an_outside_mask_loss_passes_in_one_call():
     (NegativeLoss, "finite_and_non_negative"),
     (OrderDependentLoss, "independent_of_batch_order"),
     (ReadsTheLastImageLoss, "independent_of_batch_order"),
+    (ReadsTheLastPartLoss, "independent_of_batch_order"),
     (StopsWhenSettledLoss, "runs_on_the_meta_device"),
 ])
 @pytest.mark.parametrize("drawn", ["any stack", "one all-ones image"])
@@ -69,11 +79,14 @@ def test_a_broken_mask_loss_is_caught_and_named(loss, property_name, drawn):
 
 
 def test_the_altered_copy_differs_everywhere():
-    for masks, images in constructed_cases():
-        other_masks, other_images = altered(masks, images)
+    for case in constructed_cases():
+        masks, images, parts = case
+        other_masks, other_images, other_parts = altered(*case)
         assert (other_masks != masks).all() and (other_images != images).all()
+        assert (other_parts != parts).all() and parts.shape[:2] == masks.shape[:2]
         assert ((other_masks >= 0) & (other_masks <= 1)).all()
         assert ((other_images >= -1) & (other_images <= 1)).all()
+        assert ((other_parts >= -1) & (other_parts <= 1)).all()
 
 
 def test_a_wrong_ideal_is_caught():

@@ -194,18 +194,22 @@ class MaskLoss(nn.Module):
     """A penalty on the stack of masks (B, K, 1, H, W), which may look at the images
     (B, C, H, W) in [-1, 1] the masks were made for; returns a scalar. A loss about how masks
     relate (to the previous one, to the last token's) sets `min_tokens`: on a stack of fewer
-    masks it is zero, and its forward never sees one."""
+    masks it is zero, and its forward never sees one. A loss that sets `reads_parts` gets what
+    each token drew as well, forward(masks, images, parts) with parts (B, K, C, H, W)."""
 
     Config: ClassVar[type] = MaskLossConfig
     min_tokens: ClassVar[int] = 1
+    reads_parts: ClassVar[bool] = False  # forward also gets what each token drew
 
     def __init__(self, cfg):
         super().__init__()
         self.cfg = cfg
 
-    def __call__(self, masks: Tensor, images: Tensor) -> Tensor:
+    def __call__(self, masks: Tensor, images: Tensor, parts: Tensor | None = None) -> Tensor:
         if masks.shape[1] < self.min_tokens:
             return masks.sum() * 0  # zero, still a function of the masks
+        if self.reads_parts:
+            return super().__call__(masks, images, parts)
         return super().__call__(masks, images)
 
     def forward(self, masks: Tensor, images: Tensor) -> Tensor:

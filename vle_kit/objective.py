@@ -77,6 +77,6 @@ def objective(out: Output, images: Tensor, recipe: Recipe, step: int,
     for name, mask_loss in mask_losses if out.masks is not None else ():
         cfg = mask_loss.cfg
         ramp = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else 1.0
-        terms[name] = value = mask_loss(out.masks.float(), images)
+        terms[name] = value = mask_loss(out.masks.float(), images, out.parts.float())
         loss = loss + cfg.weight * ramp * value
     return {"loss": loss, **terms}

@@ -106,6 +106,21 @@ def with_images(masks: torch.Tensor, channels: int = 3) -> st.SearchStrategy[tup
     return st.tuples(st.just(masks), images.map(torch.from_numpy))
 
 
+def with_parts(case: tuple) -> st.SearchStrategy[tuple]:
+    """(masks, images, parts): the pair with what each token drew (B, K, C, H, W) in [-1, 1]."""
+    masks, images = case
+    shape = masks.shape[:2] + images.shape[1:]
+    parts = arrays(np.float32, shape, elements=_floats(-1, 1))
+    return st.tuples(st.just(masks), st.just(images), parts.map(torch.from_numpy))
+
+
+@st.composite
+def exact_parts(draw, channels: int = 3, **kw) -> tuple[torch.Tensor, ...]:
+    """(masks, images, parts): any mask stack, and every token's part drawing the image."""
+    masks, images = draw(mask_stacks(**kw).flatmap(lambda m: with_images(m, channels)))
+    return masks, images, images[:, None].expand(-1, masks.shape[1], -1, -1, -1).clone()
+
+
 @st.composite
 def painted_partitions(draw, channels: int = 3, **kw) -> tuple[torch.Tensor, torch.Tensor]:
     """(masks, images): a partition, and images of one flat colour under each of its masks."""

@@ -10,22 +10,29 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from torch import Tensor
 
-from vle_kit.testing.strategies import mask_stacks, with_images
+from vle_kit.testing.strategies import mask_stacks, with_images, with_parts
 
 
 def _build(loss_cls, config):
     return loss_cls(loss_cls.Config() if config is None else config)
 
 
-def _pairs(strategy: st.SearchStrategy) -> st.SearchStrategy[tuple]:
-    """Mask stacks become (masks, random images); (masks, images) pairs pass through."""
-    return strategy.flatmap(lambda v: st.just(v) if isinstance(v, tuple) else with_images(v))
+def _cases(strategy: st.SearchStrategy) -> st.SearchStrategy[tuple]:
+    """(masks, images, parts) triples: mask stacks get random images and parts, (masks,
+    images) pairs random parts; triples pass through. A loss that does not read parts never
+    sees them."""
+    def complete(value):
+        if not isinstance(value, tuple):
+            return with_images(value).flatmap(with_parts)
+        return st.just(value) if len(value) == 3 else with_parts(value)
+    return strategy.flatmap(complete)
 
 
-def constructed_cases(channels: int = 3, size: int = 4) -> list[tuple[Tensor, Tensor]]:
-    """(masks, images) pairs every mask-loss property is checked on, whatever hypothesis draws:
-    all-zero, all-one and half-on masks, a partition and the collapse pattern, each a batch of
-    two different images, so the edge cases that break losses are never left to chance."""
+def constructed_cases(channels: int = 3, size: int = 4) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """(masks, images, parts) every mask-loss property is checked on, whatever hypothesis
+    draws: all-zero, all-one and half-on masks, a partition and the collapse pattern, each a
+    batch of two different images (and parts that are the image, its negative, the image...),
+    so the edge cases that break losses are never left to chance."""
     shape = (2, 3, 1, size, size)  # B = 2 images, K = 3 masks
     half = torch.zeros(shape)
     half[..., : size // 2] = 1
@@ -35,14 +42,17 @@ def constructed_cases(channels: int = 3, size: int = 4) -> list[tuple[Tensor, Te
     images = torch.linspace(-1, 1, 2 * channels * size * size).view(2, channels, size, size)
     stacks = [torch.zeros(shape), torch.ones(shape), half, partition[:, :, None].float(),
               collapse.contiguous(), torch.full((1, 1, 1, size, size), 0.5)]
-    return [(m, images[:len(m)]) for m in stacks]
+    signs = torch.tensor([1.0, -1.0, 1.0]).view(1, 3, 1, 1, 1)
+    return [(m, images[:len(m)], (images[:len(m), None] * signs)[:, :m.shape[1]])
+            for m in stacks]
 
 
-def altered(masks: Tensor, images: Tensor) -> tuple[Tensor, Tensor]:
-    """A copy of the case in which every mask value and every image value differs from the
-    original (m -> m / 2 + 1/2 below 1/2, m / 2 above; likewise for images in [-1, 1])."""
-    return (torch.where(masks > 0.5, masks * 0.5, masks * 0.5 + 0.5),
-            torch.where(images > 0, images * 0.5 - 0.5, images * 0.5 + 0.5))
+def altered(masks: Tensor, images: Tensor, parts: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """A copy of the case in which every mask, image and part value differs from the original
+    (m -> m / 2 + 1/2 below 1/2, m / 2 above; likewise for images and parts in [-1, 1])."""
+    def signed(x):
+        return torch.where(x > 0, x * 0.5 - 0.5, x * 0.5 + 0.5)
+    return torch.where(masks > 0.5, masks * 0.5, masks * 0.5 + 0.5), signed(images), signed(parts)
 
 
 def with_examples(cases: list[tuple], *extra) -> callable:
@@ -60,15 +70,16 @@ def check_mask_loss(loss_cls: type, config: object = None, *,
                     stacks: st.SearchStrategy | None = None) -> None:
     """Check that a mask loss is a finite, non-negative scalar, independent of the order of the
     images in the batch and differentiable with finite gradients, for any mask stack (and
-    images in [-1, 1]); that it runs on the meta device (shapes alone); and zero on everything
-    `zero_at` draws, if given. `stacks` and `zero_at` draw mask stacks or (masks, images) pairs.
+    images and parts in [-1, 1]); that it runs on the meta device (shapes alone); and zero on
+    everything `zero_at` draws, if given. `stacks` and `zero_at` draw mask stacks, (masks,
+    images) pairs or (masks, images, parts) triples.
     Besides what hypothesis draws, every property runs on the constructed cases of
     `constructed_cases`, and batch order is tested on a batch doubled with an altered copy of
     itself, under a permutation that moves every image onto a different one, a reversal and a
     random shuffle: a loss that reads only part of the batch is caught on every run. A failure
     names the property, and hypothesis prints the falsifying example."""
     loss = _build(loss_cls, config)
-    cases = _pairs(mask_stacks() if stacks is None else stacks)
+    cases = _cases(mask_stacks() if stacks is None else stacks)
     constructed = constructed_cases()
 
     @given(cases)
@@ -83,31 +94,34 @@ def check_mask_loss(loss_cls: type, config: object = None, *,
     @with_examples(constructed, random.Random(0))
     def independent_of_batch_order(case, rng):
         other = altered(*case)
-        masks, images = (torch.cat(pair) for pair in zip(case, other))
-        n = len(masks)
+        batch = [torch.cat(pair) for pair in zip(case, other)]
+        n = len(batch[0])
         shuffled = list(range(n))
         rng.shuffle(shuffled)
         orders = {"every image swapped with its altered copy": [(i + n // 2) % n
                                                                 for i in range(n)],
                   "reversed": list(range(n))[::-1], "shuffled": shuffled}
-        a = loss(masks, images)
+        a = loss(*batch)
         for name, order in orders.items():
-            b = loss(masks[order], images[order])
+            b = loss(*(t[order] for t in batch))
             assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), \
                 f"reordering the batch ({name}) changed the loss from {a.item()} to {b.item()}"
 
     @given(cases)
     @with_examples(constructed)
     def finite_gradients(case):
-        masks = case[0].clone().requires_grad_(True)
-        loss(masks, case[1]).backward()
+        masks, images, parts = (t.clone().requires_grad_(i != 1) for i, t in enumerate(case))
+        loss(masks, images, parts).backward()
         assert masks.grad is not None and torch.isfinite(masks.grad).all(), \
             "the gradient is missing or not finite"
+        assert parts.grad is None or torch.isfinite(parts.grad).all(), \
+            "the gradient to the parts is not finite"
 
     def runs_on_the_meta_device():  # `vle-kit run` and `check` size a step there
         masks = torch.zeros(2, 3, 1, 8, 8, device="meta", requires_grad=True)
         try:
-            loss(masks, torch.zeros(2, 3, 8, 8, device="meta")).backward()
+            loss(masks, torch.zeros(2, 3, 8, 8, device="meta"),
+                 torch.zeros(2, 3, 3, 8, 8, device="meta", requires_grad=True)).backward()
         except (NotImplementedError, RuntimeError) as e:
             raise AssertionError(f"it does not run on shapes alone (the meta device), as "
                                  f"vle-kit sizes a training step; no data-dependent Python "
@@ -116,7 +130,7 @@ def check_mask_loss(loss_cls: type, config: object = None, *,
     properties = [finite_and_non_negative, independent_of_batch_order, finite_gradients,
                   runs_on_the_meta_device]
     if zero_at is not None:
-        @given(_pairs(zero_at))
+        @given(_cases(zero_at))
         def zero_at_its_ideal(case):
             value = loss(*case).item()
             assert abs(value) < 1e-5, f"the loss is {value} where it should be 0"
