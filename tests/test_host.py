@@ -2,22 +2,14 @@
 
 from vle_kit import host
 
-CPUINFO = """processor\t: 0
-vendor_id\t: AuthenticAMD
-cpu family\t: 23
-model\t\t: 49
-model name\t: AMD EPYC
-stepping\t: 0
-flags\t\t: fpu avx avx2 fma
-
-processor\t: 1
-vendor_id\t: AuthenticAMD
+FIELDS = """vendor_id\t: AuthenticAMD
 cpu family\t: 23
 model\t\t: 49
 model name\t: AMD EPYC
 stepping\t: 0
 flags\t\t: fpu avx avx2 fma
 """
+CPUINFO = "\n".join(f"processor\t: {i}\n{FIELDS}" for i in range(2))  # two cores
 
 
 def test_a_host_is_named_by_vendor_family_model_and_stepping(tmp_path, monkeypatch):
