@@ -76,7 +76,8 @@ def onednn_version() -> str:
 def host_info() -> dict:
     """The host as results record it."""
     flags = cpu_flags()
-    return {"cpu": cpu_model(), "cpu_kind": cpu_kind(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+    return {"cpu": cpu_model(), "cpu_kind": cpu_kind(), "cores": os.cpu_count(),
+            "threads": torch.get_num_threads(),
             "avx512": any(f.startswith("avx512") for f in flags),
             "aten_isa": torch.backends.cpu.get_cpu_capability(), "onednn_isa": onednn_isa(),
             "kernels_forced": {k: os.environ[k] for k in AVX2_KERNELS if k in os.environ},
