@@ -74,9 +74,11 @@ def objective(out: Output, images: Tensor, recipe: Recipe, step: int,
     if out.kl is not None:  # per image value, the scale of the MSE
         terms["kl"] = out.kl.float().mean() / images[0].numel()
         loss = loss + recipe.model.token.kl_weight * terms["kl"]
-    for name, mask_loss in mask_losses if out.masks is not None else ():
+    masks = None if out.masks is None else out.masks.float()  # once, for every mask loss
+    parts = out.parts.float() if any(m.reads_parts for _, m in mask_losses) else None
+    for name, mask_loss in mask_losses if masks is not None else ():
         cfg = mask_loss.cfg
         ramp = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else 1.0
-        terms[name] = value = mask_loss(out.masks.float(), images, out.parts.float())
+        terms[name] = value = mask_loss(masks, images, parts)
         loss = loss + cfg.weight * ramp * value
     return {"loss": loss, **terms}
