@@ -24,32 +24,33 @@ AVX2_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
 CPUINFO = Path("/proc/cpuinfo")
 
 
-def cpuinfo(field: str) -> str | None:
-    """The first value of a /proc/cpuinfo field ("model name", "flags"), or None."""
+def cpuinfo() -> dict[str, str]:
+    """The first processor's /proc/cpuinfo fields ("model name", "flags", ...), read once;
+    empty where there is no such file."""
     try:
-        text = CPUINFO.read_text()
+        first = CPUINFO.read_text().split("\n\n", 1)[0]
     except OSError:
-        return None
-    match = re.search(rf"^{field}\s*:\s*(.*)$", text, flags=re.M)
-    return match[1].strip() if match else None
+        return {}
+    lines = (line.partition(":") for line in first.splitlines())
+    return {key.strip(): value.strip() for key, colon, value in lines if colon}
 
 
-def cpu_model() -> str:
-    return cpuinfo("model name") or platform.processor() or platform.machine()
+def cpu_model(info: dict[str, str]) -> str:
+    return info.get("model name") or platform.processor() or platform.machine()
 
 
-def cpu_kind() -> str | None:
+def cpu_kind(info: dict[str, str]) -> str | None:
     """Vendor, family, model and stepping, e.g. "AuthenticAMD family 25 model 1 stepping 1"
     (Zen 3): a cloud CPU's model name may say only "AMD EPYC", whatever its generation."""
-    fields = [cpuinfo(f) for f in ("vendor_id", "cpu family", "model", "stepping")]
+    fields = [info.get(f) for f in ("vendor_id", "cpu family", "model", "stepping")]
     if None in fields:
         return None
     vendor, family, model, stepping = fields
     return f"{vendor} family {family} model {model} stepping {stepping}"
 
 
-def cpu_flags() -> set[str]:
-    return set((cpuinfo("flags") or "").split())
+def cpu_flags(info: dict[str, str]) -> set[str]:
+    return set(info.get("flags", "").split())
 
 
 @functools.cache
@@ -75,8 +76,9 @@ def onednn_version() -> str:
 
 def host_info() -> dict:
     """The host as results record it."""
-    flags = cpu_flags()
-    return {"cpu": cpu_model(), "cpu_kind": cpu_kind(), "cores": os.cpu_count(),
+    info = cpuinfo()
+    flags = cpu_flags(info)
+    return {"cpu": cpu_model(info), "cpu_kind": cpu_kind(info), "cores": os.cpu_count(),
             "threads": torch.get_num_threads(),
             "avx512": any(f.startswith("avx512") for f in flags),
             "aten_isa": torch.backends.cpu.get_cpu_capability(), "onednn_isa": onednn_isa(),
