@@ -1,6 +1,7 @@
 """Mask losses: the property suite from vle_kit.testing, plus each loss's own direction, and
 the collapse test of the notebook (Apr 4)."""
 
+import attrs
 import numpy as np
 import pytest
 import torch
@@ -18,6 +19,7 @@ from vle_kit_plugins.loss_piecewise_constant import (PiecewiseConstantConfig,
                                                      PiecewiseConstantLoss)
 from vle_kit_plugins.loss_smoothness import SmoothnessLoss
 
+from vle_kit.build import build_mask_losses
 from vle_kit.decomposition import mask_area
 from vle_kit.interfaces import State
 from vle_kit.masks import MaskConfig, logits_to_mask
@@ -31,6 +33,8 @@ from vle_kit.testing.strategies import (
     mask_stacks,
     painted_partitions,
     partitions,
+    with_images,
+    with_parts,
 )
 
 REGISTRY = load_registry()
@@ -49,6 +53,30 @@ ZERO_AT = {"binarize": binary_stacks(), "coverage": partitions(),
 @pytest.mark.parametrize("name", REGISTRY.names("mask_loss"))
 def test_every_mask_loss_passes_the_suite(name):
     check_mask_loss(REGISTRY.get("mask_loss", name).factory, zero_at=ZERO_AT.get(name))
+
+
+@pytest.mark.parametrize("name", REGISTRY.names("mask_loss"))
+@given(mask_stacks().flatmap(with_images).flatmap(with_parts), st.integers(2, 5))
+def test_a_loss_from_a_later_token_sees_only_the_masks_from_it(name, case, first):
+    """`from_token` is the loss on the masks (and parts) from that token on; zero, still a
+    function of the masks, where there are not that many."""
+    masks, images, parts = case
+    cls = REGISTRY.get("mask_loss", name).factory
+    later = cls(attrs.evolve(cls.Config(), from_token=first))
+    rest = masks[:, first - 1:], images, parts[:, first - 1:]
+    whole = cls(cls.Config())
+    expected = whole(*rest) if rest[0].shape[1] >= whole.min_tokens else torch.tensor(0.0)
+    assert torch.equal(later(masks, images, parts), expected)
+    masks = masks.clone().requires_grad_(True)
+    later(masks, images, parts).backward()
+    assert (masks.grad[:, :first - 1] == 0).all()
+
+
+def test_a_loss_used_twice_logs_each_term_under_its_own_name():
+    recipe, registry = load_recipe(ROOT / "recipes" / "inherent.toml", [
+        "mask_loss=[{use='sliver'},{use='binarize'},{use='sliver',from_token=2},{use='sliver'}]"])
+    names = [name for name, _ in build_mask_losses(recipe, registry)]
+    assert names == ["sliver", "binarize", "sliver_2", "sliver_3"]
 
 
 def test_exp_difference_notebook_form_passes_the_suite():

@@ -7,6 +7,7 @@ The trainer, the CLI, the benchmarks and the testing kit all build through here.
 from __future__ import annotations
 
 import os
+from collections import Counter
 
 import attrs
 import torch
@@ -55,9 +56,14 @@ def build_model(recipe: Recipe, registry: Registry, image_channels: int = 3) -> 
 
 
 def build_mask_losses(recipe: Recipe, registry: Registry) -> list[tuple[str, MaskLoss]]:
-    """(name, loss) for every [[mask_loss]] table, in recipe order."""
-    return [(c.use, registry.get("mask_loss", c.use).factory(c.config))
-            for c in recipe.mask_loss]
+    """(name, loss) for every [[mask_loss]] table, in recipe order; a loss used twice is
+    named `use_2` the second time, so each logs its own term."""
+    losses, seen = [], Counter()
+    for c in recipe.mask_loss:
+        seen[c.use] += 1
+        name = c.use if seen[c.use] == 1 else f"{c.use}_{seen[c.use]}"
+        losses.append((name, registry.get("mask_loss", c.use).factory(c.config)))
+    return losses
 
 
 @attrs.frozen

@@ -184,10 +184,12 @@ class Combiner(ModelPart):
 
 @attrs.frozen(kw_only=True)
 class MaskLossConfig:
-    """Options every mask loss has: its weight in the total loss and a linear warm-up."""
+    """Options every mask loss has: its weight in the total loss, a linear warm-up, and the
+    token whose mask it sees first (the earlier ones it never sees)."""
 
     weight: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
     warmup: int = attrs.field(default=0, validator=attrs.validators.ge(0))  # steps to full weight
+    from_token: int = attrs.field(default=1, validator=attrs.validators.ge(1))
 
 
 class MaskLoss(nn.Module):
@@ -206,6 +208,9 @@ class MaskLoss(nn.Module):
         self.cfg = cfg
 
     def __call__(self, masks: Tensor, images: Tensor, parts: Tensor | None = None) -> Tensor:
+        if self.cfg.from_token > 1:
+            masks = masks[:, self.cfg.from_token - 1:]
+            parts = None if parts is None else parts[:, self.cfg.from_token - 1:]
         if masks.shape[1] < self.min_tokens:
             return masks.sum() * 0  # zero, still a function of the masks
         if self.reads_parts:
