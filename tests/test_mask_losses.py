@@ -188,6 +188,23 @@ def test_masks_never_claim_more_than_is_left(batch, k, size, data):
         assert (state.mask_sum <= 1).all()
 
 
+@given(st.integers(1, 3), st.integers(1, 5), st.integers(2, 6), st.integers(1, 5), st.data())
+def test_tokens_before_claims_from_claim_nothing(batch, k, size, claims_from, data):
+    """The tokens before `claims_from` draw the scene and claim nothing (unless one is the last,
+    which takes the rest); from it on, a mask is what it is without the option."""
+    scoped, free = MaskConfig(claims_from=claims_from), MaskConfig()
+    state = State.start(torch.zeros(batch, 3, size, size), k)
+    for step in range(k):
+        state.step = step
+        x = data.draw(logits((batch, 1, size, size)))
+        mask = logits_to_mask(x, state, scoped)
+        if step < claims_from - 1 and step < k - 1:
+            assert (mask == 0).all()
+        else:
+            assert torch.equal(mask, logits_to_mask(x, state, free))
+        state.mask_sum = (state.mask_sum + mask).clamp(0, 1)
+
+
 @given(st.integers(1, 3), st.integers(2, 4), st.integers(2, 6), st.floats(0.01, 0.5), st.data())
 def test_masks_under_min_area_are_dropped(batch, k, size, min_area, data):
     """With `min_area`, every mask but the last (which takes the rest) is empty or holds at

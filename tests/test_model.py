@@ -242,6 +242,7 @@ FITTED = "{use='residual_extent'}"
 MASK_MODELS = [("{use='inherent'}", "{use='masked_sum'}", NO_PLACE),
                ("{use='inherent'}", "{use='masked_fill'}", NO_PLACE),
                ("{use='inherent', min_area=0.2}", "{use='masked_fill'}", NO_PLACE),  # drops masks
+               ("{use='inherent', claims_from=2}", "{use='masked_fill'}", NO_PLACE),  # scene first
                ("{use='inherent', scope=false}", "{use='paint'}", NO_PLACE),
                ("{use='inherent', scope=false}", "{use='paint', over='first'}", NO_PLACE),
                ("{use='conv'}", "{use='masked_sum'}", NO_PLACE),

@@ -8,6 +8,8 @@ masks always cover the image. With `min_area`, a mask holding less than that sha
 above 0.5 is dropped, in training and decoding alike: a token claims a region or nothing, and
 what it would have held stays for later tokens (GENESIS-v2 stops at the first empty mask). The
 least area rises from 0 with training's progress, so that tokens first learn to take objects.
+With `claims_from`, the tokens before that one claim nothing: they draw the whole scene for
+the first prefixes, and the masks, each a region, start after them.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class MaskConfig:
     scope: bool = True  # a mask only claims what earlier ones left; the last takes the rest
     min_area: float = attrs.field(default=0.0, validator=[attrs.validators.ge(0),
                                                           attrs.validators.lt(1)])  # 0 = off
+    claims_from: int = attrs.field(default=1, validator=attrs.validators.ge(1))  # first token
 
 
 def takes_the_rest(state: State, cfg: MaskConfig) -> bool:
@@ -40,6 +43,8 @@ def logits_to_mask(logits: Tensor, state: State, cfg: MaskConfig) -> Tensor:
     """(B, 1, H, W) logits -> mask in [0, 1 - mask_sum] (or [0, 1] without scope)."""
     if takes_the_rest(state, cfg):
         return 1 - state.mask_sum
+    if state.step < cfg.claims_from - 1:  # a token before it draws the scene, claims nothing
+        return torch.zeros_like(logits)
     scale = cfg.sharpness
     if cfg.anneal_from:
         scale = cfg.anneal_from + (cfg.sharpness - cfg.anneal_from) * state.progress
