@@ -5,8 +5,10 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import RECIPES, ROOT
 
+from benchmarks import merges
 from benchmarks.speed import growth, main, up_to_k
 from vle_kit.recipe import load_recipe
 
@@ -96,3 +98,16 @@ def test_a_timed_run_is_tabled_with_the_matmul_rate_around_it():
     first = table("vanilla", [{**entry, "timed": True, "matmul_gflops": [rate, 2 * rate]}])
     assert f"matmul {rate:.0f}-{2 * rate:.0f} GFLOP/s" in first.splitlines()[0]
     assert "matmul" not in table("vanilla", [{**entry, "timed": True}])  # older entries
+
+
+def test_merges_tell_touching_pairs_taken_together_from_pairs_apart():
+    """Objects 1 and 2 touch and one mask holds both; object 3 stands apart in its own mask."""
+    objects = torch.zeros(1, 8, 8, dtype=torch.long)
+    objects[0, :3, :2], objects[0, :3, 2:4], objects[0, 6:, 6:] = 1, 2, 3
+    masks = torch.stack([(objects == 1) | (objects == 2), objects == 3, objects == 0], 1)
+    result = merges.breakdown(masks[:, :, None].float(), objects)
+    assert result["touching"] == {"pairs": 1, "merged": 1.0}
+    assert result["apart"] == {"pairs": 2, "merged": 0.0}
+    assert result["smaller_area"]["0-20"] == {"pairs": 3, "merged": pytest.approx(1 / 3)}
+    assert list(result["objects"]) == [3] and result["objects"][3]["scenes"] == 1
+    assert 0 < result["objects"][3]["fg_ari"] < 1  # the merge costs, the object apart does not
