@@ -27,7 +27,7 @@ AREAS = (0, 20, 40, 80)  # pixels: the smaller object's area, lower bounds of th
 def object_pairs(masks: Tensor, objects: Tensor) -> dict[str, Tensor]:
     """Every pair of objects present in a scene (P,): whether one mask holds most of both
     (`merged`), whether they touch (a pixel of one is among the 8 neighbours of the other's),
-    and the smaller one's area in pixels."""
+    and the smaller one's area in pixels; and how many objects each scene has (N,)."""
     token, present, count = main_masks(masks, objects)
     ids = F.one_hot(objects, token.shape[1] + 1)[..., 1:].permute(0, 3, 1, 2).float()
     near = (F.max_pool2d(ids, 3, 1, 1).flatten(2) @ ids.flatten(2).transpose(1, 2)) > 0
@@ -36,7 +36,8 @@ def object_pairs(masks: Tensor, objects: Tensor) -> dict[str, Tensor]:
     both = present[:, a] & present[:, b]
     merged = (token[:, a] == token[:, b]) & (token[:, a] < count - 1)
     return {"merged": merged[both], "touching": near[:, a, b][both],
-            "smaller_area": torch.minimum(area[:, a], area[:, b])[both]}
+            "smaller_area": torch.minimum(area[:, a], area[:, b])[both],
+            "objects": present.sum(1)}
 
 
 def breakdown(masks: Tensor, objects: Tensor) -> dict:
@@ -51,8 +52,7 @@ def breakdown(masks: Tensor, objects: Tensor) -> dict:
     edges = (*AREAS[1:], float("inf"))
     by_area = {f"{lo}-{hi}": share((pairs["smaller_area"] >= lo) & (pairs["smaller_area"] < hi))
                for lo, hi in zip(AREAS, edges)}
-    scores = fg_ari(masks, objects)
-    count = F.one_hot(objects).flatten(1, 2).amax(1)[:, 1:].sum(1)  # objects in each scene
+    scores, count = fg_ari(masks, objects), pairs["objects"]
     by_count = {int(n): {"scenes": int((count == n).sum()),
                          "fg_ari": scores[count == n].nanmean().item()} for n in count.unique()}
     return {"all": share(torch.ones_like(pairs["merged"])), "touching": share(pairs["touching"]),
