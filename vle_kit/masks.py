@@ -34,17 +34,21 @@ class MaskConfig:
     claims_from: int = attrs.field(default=1, validator=attrs.validators.ge(1))  # first token
 
 
-def takes_the_rest(state: State, cfg: MaskConfig) -> bool:
-    """With scope, the last of the K tokens takes what earlier masks left: no logits needed."""
-    return cfg.scope and state.step == state.k - 1
+def fixed_mask(state: State, cfg: MaskConfig) -> Tensor | None:
+    """The mask of a step that needs no logits, or None: with scope, the last of the K tokens
+    takes what earlier masks left; a token before `claims_from` claims nothing."""
+    if cfg.scope and state.step == state.k - 1:
+        return 1 - state.mask_sum
+    if state.step < cfg.claims_from - 1:
+        return torch.zeros_like(state.mask_sum)
+    return None
 
 
 def logits_to_mask(logits: Tensor, state: State, cfg: MaskConfig) -> Tensor:
     """(B, 1, H, W) logits -> mask in [0, 1 - mask_sum] (or [0, 1] without scope)."""
-    if takes_the_rest(state, cfg):
-        return 1 - state.mask_sum
-    if state.step < cfg.claims_from - 1:  # a token before it draws the scene, claims nothing
-        return torch.zeros_like(logits)
+    fixed = fixed_mask(state, cfg)
+    if fixed is not None:
+        return fixed
     scale = cfg.sharpness
     if cfg.anneal_from:
         scale = cfg.anneal_from + (cfg.sharpness - cfg.anneal_from) * state.progress
@@ -88,8 +92,9 @@ class ConvMaskHead(SaliencyHead):
         raise NotImplementedError
 
     def forward(self, state, feat, part, extra):
-        if takes_the_rest(state, self.cfg):  # skip a full-resolution head whose output is unused
-            return 1 - state.mask_sum
+        fixed = fixed_mask(state, self.cfg)  # skip a full-resolution head whose output is unused
+        if fixed is not None:
+            return fixed
         return logits_to_mask(self.net(self.inputs(state, part)), state, self.cfg)
 
 
