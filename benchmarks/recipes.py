@@ -136,13 +136,17 @@ def table(name: str, entries: list[dict]) -> str:
 
 def _later_measures(results: list[Evaluation]) -> str:
     """The mask measures runs made before them lack: thin parts and other pixels missed,
-    silence resumed, the token an object's label tells."""
+    silence resumed, images with too many and too few masks, the token an object's label
+    tells."""
     missed = [r.masks.missed_pixels for r in results]
     resumed = [r.masks.resumed_share for r in results]
     told = [r.masks.label_tells_token for r in results]
     text = "" if None in missed else "".join(
         f", {part} missed {spread([m[part] for m in missed], 3)}" for part in missed[0])
     text += "" if None in resumed else f", silence resumed {spread(resumed, 3)}"
+    errors = [r.masks.count_errors for r in results]
+    text += "" if None in errors else "".join(
+        f", {side} masks {spread([e[side] for e in errors], 3)}" for side in errors[0])
     if None not in told:
         text += "".join(f", {label} tells the token {spread([t[label] for t in told], 3)}"
                         for label in told[0])

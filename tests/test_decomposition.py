@@ -10,6 +10,7 @@ from sklearn.metrics import adjusted_rand_score
 from vle_kit.decomposition import (
     collapse_share,
     count_accuracy,
+    count_errors,
     fg_ari,
     label_tells_token,
     merged_share,
@@ -83,6 +84,7 @@ def test_count_and_collapse():
     collapsed = torch.zeros(2, 3, 1, 10, 10)
     collapsed[:, 0] = 1
     assert count_accuracy(collapsed, ids) == 0.0
+    assert count_errors(collapsed, ids) == {"too many": 0.0, "too few": 1.0}  # one region, not 2
     assert collapse_share(collapsed) == 1.0
 
 
@@ -94,12 +96,14 @@ def test_a_partition_then_empty_masks_scores_one_and_slivers_score_lower():
     truth = (ids[0] == torch.arange(3)[:, None, None]).float()  # background, object 1, object 2
     ideal = torch.cat([truth, torch.zeros(3, 8, 8)])[None, :, None]  # then three empty masks
     assert count_accuracy(ideal, ids) == 1.0 and fg_ari(ideal, ids).item() == 1.0
+    assert count_errors(ideal, ids) == {"too many": 0.0, "too few": 0.0}
     slivers = ideal.clone()
     slivers[0, 1, 0, :, 3] = 0  # a column of each object goes to a later token
     slivers[0, 3, 0, :4, 3] = 1
     slivers[0, 2, 0, :, 7] = 0
     slivers[0, 4, 0, 4:, 7] = 1
     assert count_accuracy(slivers, ids) < 1.0 and fg_ari(slivers, ids).item() < 1.0
+    assert count_errors(slivers, ids) == {"too many": 1.0, "too few": 0.0}
 
 
 def test_merged_share_counts_the_objects_a_mask_took_together():

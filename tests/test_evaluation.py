@@ -276,11 +276,13 @@ def test_a_mask_model_on_scenes_is_scored_on_how_it_splits_them(vanilla):
     result = evaluate(build_model(recipe, registry), train_set, test_set, k=3,
                       floats_per_token=64, device=torch.device("cpu"), probe_images=16)
     scores = attrs.asdict(result.masks)
-    assert set(scores) == {"collapse_share", "fg_ari", "count_accuracy", "merged_share",
-                           "missed_pixels", "resumed_share", "label_tells_token"}
+    assert set(scores) == {"collapse_share", "fg_ari", "count_accuracy", "count_errors",
+                           "merged_share", "missed_pixels", "resumed_share", "label_tells_token"}
     assert -1 <= scores.pop("fg_ari") <= 1  # an adjusted index: below 0 when worse than chance
     assert set(scores.pop("label_tells_token")) == set(test_set.labels)  # shape, colour
     assert all(0 <= v <= 1 for v in scores.pop("missed_pixels").values())
+    errors = scores.pop("count_errors")
+    assert errors["too many"] + errors["too few"] == pytest.approx(1 - scores["count_accuracy"])
     assert all(0 <= v <= 1 for v in scores.values())
 
 

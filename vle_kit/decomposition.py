@@ -106,8 +106,22 @@ def nonempty(masks: Tensor, min_share: float = 0.005) -> Tensor:
 
 def count_accuracy(masks: Tensor, objects: Tensor) -> float:
     """Share of images whose number of non-empty masks equals objects + 1 (the background)."""
+    return (_count_difference(masks, objects) == 0).float().mean().item()
+
+
+def count_errors(masks: Tensor, objects: Tensor) -> dict[str, float]:
+    """Where count accuracy's misses go: the share of images with more non-empty masks than
+    objects + 1 (slivers, split objects, a leftover beside the background) and with fewer
+    (merged or missed objects)."""
+    difference = _count_difference(masks, objects)
+    return {"too many": (difference > 0).float().mean().item(),
+            "too few": (difference < 0).float().mean().item()}
+
+
+def _count_difference(masks: Tensor, objects: Tensor) -> Tensor:
+    """(N,): non-empty masks less the regions (objects + 1) of each image."""
     regions = torch.tensor([o.unique().numel() for o in objects])
-    return (nonempty(masks).sum(1) == regions).float().mean().item()
+    return nonempty(masks).sum(1) - regions
 
 
 def collapse_share(masks: Tensor, full: float = 0.9, empty: float = 0.01) -> float:

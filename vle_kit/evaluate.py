@@ -13,8 +13,8 @@ from vle_kit import distributed, report, separation
 from vle_kit.adaptive import evaluate_adaptive
 from vle_kit.config import Recipe
 from vle_kit.data import ImageSet, augmented_orders, to_signed, to_unit
-from vle_kit.decomposition import (collapse_share, count_accuracy, fg_ari, label_tells_token,
-                                   merged_share, missed_pixels, resumed_share)
+from vle_kit.decomposition import (collapse_share, count_accuracy, count_errors, fg_ari,
+                                   label_tells_token, merged_share, missed_pixels, resumed_share)
 from vle_kit.images import write_grid
 from vle_kit.model import VLE, Encoding
 from vle_kit.recipe import dump_recipe
@@ -259,6 +259,7 @@ def evaluate(model: VLE, train_set: ImageSet, test_set: ImageSet, *, k: int,
             objects = test_set.objects
             masks = attrs.evolve(masks, fg_ari=fg_ari(test.masks, objects).nanmean().item(),
                                  count_accuracy=count_accuracy(test.masks, objects),
+                                 count_errors=count_errors(test.masks, objects),
                                  merged_share=merged_share(test.masks, objects),
                                  missed_pixels=missed_pixels(test.masks, objects),
                                  label_tells_token={

@@ -299,6 +299,9 @@ def mask_verdict(masks: MaskScores) -> list[str]:
     parts = []
     if masks.fg_ari is not None:
         parts.append(f"FG-ARI {masks.fg_ari:.2f}, count accuracy {masks.count_accuracy:.2f}"
+                     + ("" if masks.count_errors is None else
+                        f" ({masks.count_errors['too many']:.0%} of images with too many "
+                        f"masks, {masks.count_errors['too few']:.0%} too few)")
                      + ("" if masks.merged_share is None else
                         f", {masks.merged_share:.0%} of objects share a token"))
     if masks.missed_pixels:

@@ -31,6 +31,7 @@ class MaskScores:
     collapse_share: float
     fg_ari: float | None = None  # where the data has object ids
     count_accuracy: float | None = None
+    count_errors: dict[str, float] | None = None  # "too many", "too few" -> share of images
     merged_share: float | None = None  # objects whose main mask is another object's too
     missed_pixels: dict[str, float] | None = None  # "thin parts", "elsewhere" -> share missed
     resumed_share: float | None = None  # images where a token claims after an empty mask
