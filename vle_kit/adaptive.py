@@ -18,7 +18,7 @@ from PIL import Image
 from scipy.stats import spearmanr
 from torch import Tensor
 
-from vle_kit.decomposition import mask_area
+from vle_kit.decomposition import mask_area, regions
 
 QUANTILE = 0.95  # the headline: the threshold that brings this share of images under it
 
@@ -119,7 +119,7 @@ def evaluate_adaptive(mse: Tensor, ssim: Tensor, asked_mse: Tensor, images: Tens
         mean = lengths_for(mse, e).float().mean().item()
         savings.append(Saving(k=k, max_error=e, mean_tokens=mean, saved=1 - mean / k))
     if objects is not None:
-        name, complexity = "objects", torch.tensor([o.unique().numel() - 1 for o in objects])
+        name, complexity = "objects", regions(objects) - 1
     else:
         name, complexity = "png_bytes", png_bytes(images)
     headline = lengths_for(mse, quantiles[min(4, k_max) - 1])

@@ -120,8 +120,15 @@ def count_errors(masks: Tensor, objects: Tensor) -> dict[str, float]:
 
 def _count_difference(masks: Tensor, objects: Tensor) -> Tensor:
     """(N,): non-empty masks less the regions (objects + 1) of each image."""
-    regions = torch.tensor([o.unique().numel() for o in objects])
-    return nonempty(masks).sum(1) - regions
+    return nonempty(masks).sum(1) - regions(objects)
+
+
+def regions(objects: Tensor) -> Tensor:
+    """(N,): how many ids each image of objects (N, H, W) holds: its objects and the
+    background where it shows. One scatter, not a `unique` an image."""
+    ids = objects.flatten(1).long()
+    held = torch.zeros(len(ids), int(ids.max()) + 1, dtype=torch.bool, device=ids.device)
+    return held.scatter_(1, ids, True).sum(1)
 
 
 def collapse_share(masks: Tensor, full: float = 0.9, empty: float = 0.01) -> float:
