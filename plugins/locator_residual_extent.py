@@ -7,6 +7,12 @@ From the peak of `residual_peak`, the pixels within `reach` whose residual colou
 no mask has claimed are what the token should take: the place is their centroid, and the
 window's radius reaches the `quantile` of their distances from it plus `margin` pixels, as
 far as `max_radius`. Still no learning; the radius travels as the token's third float.
+
+With `show_region` the encoder sees those pixels too, as a plane beside the window's: which
+pixels of the window are the token's to take, so that it need not find the object's edge
+against its neighbours itself (`placed.toml`: FG-ARI 0.87 against 0.84 with `own_part`, fewer
+merges and thin parts missed; README, "Mask models"). The mask is still drawn from the token
+alone, so decoding is unchanged.
 """
 
 import attrs
@@ -26,9 +32,15 @@ class ResidualExtentLocator(ResidualPeakLocator):
                                                               attrs.validators.le(1)])
         margin: float = attrs.field(default=2.0, validator=attrs.validators.ge(0))  # pixels
         max_radius: float = attrs.field(default=14.0, validator=attrs.validators.ge(3))  # pixels
+        show_region: bool = False  # the encoder sees the pixels found as a plane of its own
 
     floats = 3
     min_radius = 3.0  # pixels: a window still holds a 3 x 3 speck
+
+    def __init__(self, cfg, spec):
+        super().__init__(cfg, spec)
+        self.extra_channels = 1 + cfg.show_region
+        self.found: torch.Tensor | None = None
 
     def place(self, state):
         r = residual(state)
@@ -40,6 +52,7 @@ class ResidualExtentLocator(ResidualPeakLocator):
         kin &= near & (state.mask_sum[:, 0] < 0.5)
         kin = kin.flatten(1).scatter(1, index[:, None], True).view(b, h, w)  # the peak at least
         weight = kin.float()
+        self.found = weight[:, None]  # for `planes`, called next
         count = weight.sum((1, 2))
         xs, ys = pixel_grid(r)
         centre = torch.stack([(weight * xs).sum((1, 2)), (weight * ys[:, None]).sum((1, 2))],
@@ -49,6 +62,12 @@ class ResidualExtentLocator(ResidualPeakLocator):
         extent = d.flatten(1).sort(1).values.gather(1, at[:, None])[:, 0]
         radius = ((extent + self.cfg.margin) / WHOLE).clamp(self.min_radius, self.cfg.max_radius)
         return torch.cat([centre, radius[:, None] / ((w - 1) / 2)], 1)
+
+    def planes(self, place, like):
+        window = self.window(place, like)
+        if not self.cfg.show_region:
+            return window
+        return torch.cat([window, window if place is None else self.found], 1)
 
     def radius(self, place, like):
         return place[:, 2] * ((like.shape[-1] - 1) / 2)

@@ -238,7 +238,7 @@ def test_narrowest_is_the_fewest_channels_at_the_finest_levels(vanilla, decoder)
 
 
 NO_PLACE, PLACED = "{use='none'}", "{use='residual_peak', radius=3.0}"
-FITTED = "{use='residual_extent'}"
+FITTED, SHOWN = "{use='residual_extent'}", "{use='residual_extent', show_region=true}"
 MASK_MODELS = [("{use='inherent'}", "{use='masked_sum'}", NO_PLACE),
                ("{use='inherent'}", "{use='masked_fill'}", NO_PLACE),
                ("{use='inherent', min_area=0.2}", "{use='masked_fill'}", NO_PLACE),  # drops masks
@@ -252,7 +252,8 @@ MASK_MODELS = [("{use='inherent'}", "{use='masked_sum'}", NO_PLACE),
                ("{use='deconstructor'}", "{use='constructor', fill=true}", NO_PLACE),
                ("{use='inherent'}", "{use='masked_fill'}", PLACED),  # tokens claim near a place
                ("{use='conv'}", "{use='masked_fill'}", PLACED),
-               ("{use='inherent'}", "{use='masked_fill'}", FITTED)]  # windows fit the objects
+               ("{use='inherent'}", "{use='masked_fill'}", FITTED),  # windows fit the objects
+               ("{use='inherent'}", "{use='masked_fill'}", SHOWN)]  # the encoder sees the object
 
 
 @pytest.mark.parametrize("decoder", DECODERS, ids=lambda d: " ".join(d))
@@ -367,6 +368,29 @@ def test_a_fitted_window_holds_its_object_and_not_its_neighbour():
     assert torch.allclose(pixel, torch.tensor([(mine[1].start + 3.0), 7.0]))
     assert (window[mine] == 1).all() and (window[other] < 1e-3).all()
     assert 6 < locator.radius(place, x)[0] < 7.5  # the square's corner 4.2 pixels out, 2 of margin
+
+
+def test_a_shown_region_is_the_found_object_beside_the_window():
+    """With `show_region` the encoder's second plane is the object the peak is in: its colour's
+    pixels near the peak that no mask holds, not its neighbour of another colour nor a square
+    of its colour a mask holds; all ones at the last step, which has no place."""
+    from vle_kit_plugins.locator_residual_extent import ResidualExtentLocator
+
+    x = torch.full((1, 3, 32, 32), -1.0)
+    x[0, 0, 4:11, 4:11] = 1  # red: the peak
+    x[0, 2, 6:9, 11:14] = 1  # a small blue square touching it
+    x[0, 0, 13:18, 4:11] = 1  # red again, near, but held by a mask
+    state = State.start(x, 3)
+    state.mask_sum[0, 0, 13:18, 4:11] = 1
+    locator = ResidualExtentLocator(ResidualExtentLocator.Config(show_region=True), None)
+    place = locator.place(state)
+    planes = locator.planes(place, x)
+    expected = torch.zeros(32, 32)
+    expected[4:11, 4:11] = 1
+    assert locator.extra_channels == 2 and planes.shape == (1, 2, 32, 32)
+    assert torch.equal(planes[0, 0], locator.window(place, x)[0, 0])
+    assert torch.equal(planes[0, 1], expected)
+    assert torch.equal(locator.planes(None, x), torch.ones(1, 2, 32, 32))
 
 
 def test_gain_tokens_carry_the_scale_of_what_the_encoder_saw(vanilla):

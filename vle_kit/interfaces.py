@@ -130,7 +130,8 @@ class Locator(ModelPart):
 
     def planes(self, place: Tensor | None, like: Tensor) -> Tensor:
         """The extra_channels planes (B, extra_channels, H, W) the encoder sees beside its
-        input `like` for the token at `place` (None at a step without a place)."""
+        input `like` for the token at `place` (None at a step without a place). Called just
+        after `place` for the same state, so it may show what `place` found."""
         raise NotImplementedError
 
     def window(self, place: Tensor | None, like: Tensor) -> Tensor:
