@@ -40,7 +40,6 @@ class ResidualExtentLocator(ResidualPeakLocator):
     def __init__(self, cfg, spec):
         super().__init__(cfg, spec)
         self.extra_channels = 1 + cfg.show_region
-        self.found: torch.Tensor | None = None
 
     def place(self, state):
         r = residual(state)
@@ -52,7 +51,6 @@ class ResidualExtentLocator(ResidualPeakLocator):
         kin &= near & (state.mask_sum[:, 0] < 0.5)
         kin = kin.flatten(1).scatter(1, index[:, None], True).view(b, h, w)  # the peak at least
         weight = kin.float()
-        self.found = weight[:, None]  # for `planes`, called next
         count = weight.sum((1, 2))
         xs, ys = pixel_grid(r)
         centre = torch.stack([(weight * xs).sum((1, 2)), (weight * ys[:, None]).sum((1, 2))],
@@ -61,13 +59,9 @@ class ResidualExtentLocator(ResidualPeakLocator):
         at = ((count - 1) * self.cfg.quantile).ceil().long()
         extent = d.flatten(1).sort(1).values.gather(1, at[:, None])[:, 0]
         radius = ((extent + self.cfg.margin) / WHOLE).clamp(self.min_radius, self.cfg.max_radius)
-        return torch.cat([centre, radius[:, None] / ((w - 1) / 2)], 1)
-
-    def planes(self, place, like):
-        window = self.window(place, like)
-        if not self.cfg.show_region:
-            return window
-        return torch.cat([window, window if place is None else self.found], 1)
+        place = torch.cat([centre, radius[:, None] / ((w - 1) / 2)], 1)
+        window = self.window(place, r)
+        return place, torch.cat([window, weight[:, None]], 1) if self.cfg.show_region else window
 
     def radius(self, place, like):
         return place[:, 2] * ((like.shape[-1] - 1) / 2)

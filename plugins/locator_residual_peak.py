@@ -32,7 +32,8 @@ class ResidualPeakLocator(Locator):
         return state.step < state.k - 1
 
     def place(self, state):
-        return coordinates(peak(residual(state), state.mask_sum), state.x)
+        place = coordinates(peak(residual(state), state.mask_sum), state.x)
+        return place, self.window(place, state.x)  # the encoder sees where its token may claim
 
     def radius(self, place: Tensor, like: Tensor) -> Tensor:
         """The window's radius in pixels (B,) for `place`."""
@@ -42,9 +43,6 @@ class ResidualPeakLocator(Locator):
         if place is None:
             return super().window(place, like)
         return flat_window(place[:, :2], self.radius(place, like), like)
-
-    def planes(self, place, like):
-        return self.window(place, like)  # the encoder sees where its token may claim
 
 
 def residual(state) -> Tensor:

@@ -359,7 +359,7 @@ def test_a_fitted_window_holds_its_object_and_not_its_neighbour():
     x[0, 0, 4:11, 4:11] = 1  # red, centre (7, 7)
     x[0, 1, 4:11, 20:27] = 1  # green, centre (23, 7)
     locator = ResidualExtentLocator(ResidualExtentLocator.Config(), None)
-    place = locator.place(State.start(x, 3))
+    place, _ = locator.place(State.start(x, 3))
     window = locator.window(place, x)[0, 0]
     pixel = (place[0, :2] + 1) / 2 * 31
     mine, other = (slice(4, 11), slice(4, 11)), (slice(4, 11), slice(20, 27))
@@ -383,14 +383,13 @@ def test_a_shown_region_is_the_found_object_beside_the_window():
     state = State.start(x, 3)
     state.mask_sum[0, 0, 13:18, 4:11] = 1
     locator = ResidualExtentLocator(ResidualExtentLocator.Config(show_region=True), None)
-    place = locator.place(state)
-    planes = locator.planes(place, x)
+    place, planes = locator.place(state)
     expected = torch.zeros(32, 32)
     expected[4:11, 4:11] = 1
     assert locator.extra_channels == 2 and planes.shape == (1, 2, 32, 32)
     assert torch.equal(planes[0, 0], locator.window(place, x)[0, 0])
     assert torch.equal(planes[0, 1], expected)
-    assert torch.equal(locator.planes(None, x), torch.ones(1, 2, 32, 32))
+    assert torch.equal(locator.unplaced_planes(x), torch.ones(1, 2, 32, 32))
 
 
 def test_gain_tokens_carry_the_scale_of_what_the_encoder_saw(vanilla):

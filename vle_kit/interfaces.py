@@ -114,7 +114,8 @@ class Locator(ModelPart):
     """Chooses where the token of a step looks before it is encoded: a place (B, floats), x
     and y in [-1, 1] and whatever else the window needs (its size). The place travels as the
     token's first `floats` floats, so decoding finds it again; the encoder sees extra_channels
-    more input planes (`planes`), and the token's mask is multiplied by the window."""
+    more input planes, chosen with the place (`unplaced_planes` without one), and the
+    token's mask is multiplied by the window."""
 
     extra_channels: ClassVar[int] = 0
     floats: ClassVar[int] = 2  # of the token, holding the place
@@ -124,15 +125,16 @@ class Locator(ModelPart):
         that decoding knows it too."""
         return False
 
-    def place(self, state: State) -> Tensor:
-        """The place (B, floats) of the token of step state.step, from the state before it."""
+    def place(self, state: State) -> tuple[Tensor, Tensor]:
+        """The place (B, floats) of the token of step state.step, from the state before it,
+        and the extra_channels planes (B, extra_channels, H, W) its encoder sees beside its
+        input: what the locator found, in one pass."""
         raise NotImplementedError
 
-    def planes(self, place: Tensor | None, like: Tensor) -> Tensor:
-        """The extra_channels planes (B, extra_channels, H, W) the encoder sees beside its
-        input `like` for the token at `place` (None at a step without a place). Called just
-        after `place` for the same state, so it may show what `place` found."""
-        raise NotImplementedError
+    def unplaced_planes(self, like: Tensor) -> Tensor:
+        """The planes the encoder sees beside `like` at a step without a place: all ones, as
+        its token may claim anywhere."""
+        return torch.ones_like(like[:, :1]).expand(-1, self.extra_channels, -1, -1)
 
     def window(self, place: Tensor | None, like: Tensor) -> Tensor:
         """(B, 1, H, W) in [0, 1]: how much of each pixel of `like` the token at `place` may

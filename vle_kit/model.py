@@ -145,9 +145,10 @@ class VLE(nn.Module):
                    ) -> tuple[Tensor, Tensor, object | None, Tensor | None]:
         """The token of step state.step: (token, encoder features, memory, its KL or None)."""
         inp = self.composer(x, state)
-        place = self.locator.place(state) if self.locator.placed(state) else None
+        place, planes = self.locator.place(state) if self.locator.placed(state) else (None, None)
         if self.locator.extra_channels:
-            inp = torch.cat([inp, self.locator.planes(place, inp)], 1)
+            planes = self.locator.unplaced_planes(inp) if planes is None else planes
+            inp = torch.cat([inp, planes], 1)
         gain = rms(inp) if self.gain else None  # the residual shrinks; the encoder sees it
         inp = inp if gain is None else inp / gain  # at unit scale
         feat, memory = self.memory(self.stem(inp), memory)
