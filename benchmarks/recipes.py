@@ -19,6 +19,7 @@ are several) and updates benchmarks/results/recipes.json (entries of other names
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import statistics
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
         entries = kept + run_all([(recipe, overrides + [f"train.seed={s}"]) for s in args.seeds],
                                  args.isa, args.parallel)
         print(table(name, entries), end="\n\n")
-        out.write_text(json.dumps({**load(out), name: entries}, indent=2))
+        save(out, name, entries)
     print(f"wrote {out}")
 
 
@@ -211,6 +212,14 @@ def load(out: Path) -> dict:
     """recipes.json as it is now (read again before each write: another benchmark may be
     running beside this one)."""
     return json.loads(out.read_text()) if out.exists() else {}
+
+
+def save(out: Path, name: str, entries: list[dict]) -> None:
+    """Write `entries` under `name` into `out`, keeping the other entries: read and written
+    under a lock, so that two benchmarks finishing at once do not drop each other's entry."""
+    with open(out.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        out.write_text(json.dumps({**load(out), name: entries}, indent=2))
 
 
 if __name__ == "__main__":
