@@ -18,6 +18,7 @@ from vle_kit_plugins.loss_own_part import OwnPartLoss
 from vle_kit_plugins.loss_piecewise_constant import (PiecewiseConstantConfig,
                                                      PiecewiseConstantLoss)
 from vle_kit_plugins.loss_smoothness import SmoothnessLoss
+from vle_kit_plugins.loss_taken_colour import TakenColourLoss
 
 from vle_kit.build import build_mask_losses
 from vle_kit.decomposition import mask_area
@@ -421,6 +422,34 @@ def test_own_colour_prices_the_other_colours_a_mask_holds_and_never_the_rest(sli
     assert loss(ground, image).item() == pytest.approx(held * 8 * 24 / 24 ** 2)
     faint = square * 0.5 / held
     assert loss(faint, image).item() == pytest.approx(0.5 * 64 / 24 ** 2)
+
+
+@given(st.integers(1, 6), st.floats(0.51, 1.0))
+def test_taken_colour_prices_a_later_mask_on_an_earlier_ones_colour_and_nothing_else(arm, held):
+    """A mask that takes the arm an earlier mask left of its square is pushed off it; a mask on
+    another object, the earlier mask itself and the last mask are not; nor is the arm priced
+    when the earlier mask holds no core above one half, or its colour is the ground's."""
+    loss = TakenColourLoss(TakenColourLoss.Config())
+    image = -torch.ones(1, 3, 24, 24)
+    image[0, 0, 6:14, 6:14 + arm] = 1  # the square and its arm, one object
+    image[0, 1, 18:22, 2:6] = 1  # another object
+    masks = torch.zeros(1, 4, 1, 24, 24)
+    masks[0, 0, 0, 6:14, 6:14] = held  # the square
+    masks[0, 1, 0, 6:14, 14:14 + arm] = held  # then its arm
+    masks[0, 2, 0, 18:22, 2:6] = held  # then the other object
+    masks[0, 3] = 1 - masks[0, :3].sum(0)  # the rest
+    masks.requires_grad_(True)
+    assert loss(masks, image).item() == pytest.approx(held * 8 * arm / 24 ** 2)
+    loss(masks, image).backward()
+    assert (masks.grad[0, 1, 0, 6:14, 14:14 + arm] > 0).all(), "pushed off the arm"
+    assert (masks.grad[0, [0, 3]] == 0).all() and (masks.grad[0, 2, 0, 18:22, 2:6] == 0).all()
+    faint = masks.detach().clone()
+    faint[0, 0] = 0.5 * (faint[0, 0] > 0)
+    assert loss(faint, image).item() == 0, "no core held above one half: no colour taken"
+    ground = torch.zeros(1, 3, 1, 24, 24)
+    ground[0, 0, 0, 16:, 8:] = held  # a piece of the background (over `max_area` of the image)
+    ground[0, 1, 0, :4, :] = held  # then another piece of it
+    assert loss(ground, image).item() == 0, "the ground is no object's colour"
 
 
 @given(exact_parts(kinds=("uniform", "partition")), st.floats(0.1, 1.0))
