@@ -35,14 +35,21 @@ class OwnColourConfig(MaskLossConfig):
                                                           attrs.validators.le(1)])
 
 
+def own_colours(masks: torch.Tensor, images: torch.Tensor,
+                cfg: OwnColourConfig) -> torch.Tensor:
+    """(B, K, H, W) masks, (B, C, H, W) images -> (B, K, HW) bool: the pixels of each mask's
+    core colour; none for a mask whose core is the ground's colour or held at half or less."""
+    _, held, kin = cores(masks, images, cfg.tolerance, cfg.max_area)
+    return held & kin
+
+
 class OwnColourLoss(MaskLoss):
     Config = OwnColourConfig
 
     def forward(self, masks, images):
         m = masks[:, :-1, 0]  # (B, K - 1, H, W) in [0, 1]
         with torch.no_grad():
-            _, held, kin = cores(m, images, self.cfg.tolerance, self.cfg.max_area)
-            own = (held & kin).view_as(m)
+            own = own_colours(m, images, self.cfg).view_as(m)
         return (m * ~own).sum(1).mean()
 
 

@@ -4,37 +4,32 @@
 A later token that claims what an earlier one left of its object (a cross's arm, a corner)
 splits the object in two masks; `own_colour` cannot see it, the split-off piece being of the
 later mask's own colour. Here every pixel of the colour of an earlier mask's core (held above
-one half, not the ground: `colour_region.cores`) costs what a later mask holds there, so the
+one half, not the ground: `own_colour.own_colours`) costs what a later mask holds there, so the
 piece is left to the last token, which takes the rest and is not priced, and the count of
 non-empty masks stays one an object.
 
 The loss is the sum over the masks but the first and the last of what each holds of earlier
 masks' colours, averaged over the images' pixels.
+
+`placed.toml` uses it at 50, with masks down to 0.5% of the image kept: count accuracy 0.758
+against 0.738 over four seeds (better in each), FG-ARI 0.856 against 0.855; at 150 the pieces
+came back as merges (README, "Mask models").
 """
 
-import attrs
 import torch
 
 from vle_kit import hookimpl
-from vle_kit.interfaces import MaskLoss, MaskLossConfig
-from vle_kit_plugins.loss_colour_region import cores
-
-
-@attrs.frozen(kw_only=True)
-class TakenColourConfig(MaskLossConfig):
-    tolerance: float = attrs.field(default=0.1, validator=attrs.validators.gt(0))
-    max_area: float = attrs.field(default=0.2, validator=[attrs.validators.gt(0),
-                                                          attrs.validators.le(1)])
+from vle_kit.interfaces import MaskLoss
+from vle_kit_plugins.loss_own_colour import OwnColourConfig, own_colours
 
 
 class TakenColourLoss(MaskLoss):
-    Config = TakenColourConfig
+    Config = OwnColourConfig  # the colours as `own_colour` finds them
 
     def forward(self, masks, images):
         m = masks[:, :-1, 0]  # (B, K - 1, H, W) in [0, 1]
         with torch.no_grad():
-            _, held, kin = cores(m, images, self.cfg.tolerance, self.cfg.max_area)
-            own = (held & kin).float()  # (B, K - 1, HW): each mask's colour, if it has one
+            own = own_colours(m, images, self.cfg).float()  # (B, K - 1, HW)
             taken = (own.cumsum(1) - own > 0).view_as(m)  # the colours of the masks before
         return (m * taken).sum(1).mean()
 
