@@ -21,7 +21,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from benchmarks.recipes import RESULTS, entry, load, run_all
+from benchmarks.recipes import RESULTS, entry, load, run_all, save
 from vle_kit.report import markdown
 from vle_kit.results import Evaluation
 from vle_kit.runs import RunDir, RunInfo
@@ -166,8 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     for path in args.record:
         name, entry = recorded(path)
         saved[name] = [e for e in saved.get(name, []) if e["run"] != str(path)] + [entry]
-    if args.record:
-        out.write_text(json.dumps(saved, indent=2))
+        save(out, name, saved[name])
     wanted = [n for n in VARIANTS if not args.only or n in args.only]
     names = [] if args.record or args.table else wanted
     jobs = [(RECIPE, overrides(VARIANTS[n]) + [f"train.seed={s}"])
@@ -175,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     done = iter(run_all(jobs, args.isa, args.parallel))  # every variant's runs share the pool
     for name in names:
         saved[name] = [next(done) for _ in args.seeds]
-        out.write_text(json.dumps(saved, indent=2))
+        save(out, name, saved[name])
     k = len(next(iter(saved.values()))[0]["eval"]["tokens"])
     pca = next(iter(saved.values()))[0]["eval"]["pca"]["mse"]
     rows = [row(name, saved[name]) for name in VARIANTS if name in saved]

@@ -215,8 +215,9 @@ def load(out: Path) -> dict:
 
 
 def save(out: Path, name: str, entries: list[dict]) -> None:
-    """Write `entries` under `name` into `out`, keeping the other entries: read and written
-    under a lock, so that two benchmarks finishing at once do not drop each other's entry."""
+    """Write `entries` under `name` into `out` (recipes.json, ablation.json), keeping the other
+    entries: read and written under a lock, so that two benchmarks finishing at once do not
+    drop each other's entry."""
     with open(out.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         out.write_text(json.dumps({**load(out), name: entries}, indent=2))

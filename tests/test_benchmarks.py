@@ -111,3 +111,15 @@ def test_merges_tell_touching_pairs_taken_together_from_pairs_apart():
     assert result["smaller_area"]["0-20"] == {"pairs": 3, "merged": pytest.approx(1 / 3)}
     assert list(result["objects"]) == [3] and result["objects"][3]["scenes"] == 1
     assert 0 < result["objects"][3]["fg_ari"] < 1  # the merge costs, the object apart does not
+
+
+def test_results_keep_the_entries_written_since_they_were_read(tmp_path):
+    """recipes.json and ablation.json are saved an entry at a time, read again under a lock:
+    an entry another benchmark wrote in the meantime stays."""
+    from benchmarks.recipes import load, save
+
+    out = tmp_path / "recipes.json"
+    save(out, "a", [{"seed": 0}])
+    save(out, "b", [{"seed": 1}])  # another benchmark, finishing after the first read `out`
+    save(out, "a", [{"seed": 2}])
+    assert load(out) == {"a": [{"seed": 2}], "b": [{"seed": 1}]}
