@@ -20,7 +20,7 @@ import torch
 
 from vle_kit import hookimpl
 from vle_kit.interfaces import MaskLoss
-from vle_kit_plugins.loss_own_colour import OwnColourConfig, own_colours
+from vle_kit_plugins.loss_own_colour import OwnColourConfig, held_price, own_colours
 
 
 class TakenColourLoss(MaskLoss):
@@ -31,7 +31,7 @@ class TakenColourLoss(MaskLoss):
         with torch.no_grad():
             own = own_colours(m, images, self.cfg).float()  # (B, K - 1, HW)
             taken = (own.cumsum(1) - own > 0).view_as(m)  # the colours of the masks before
-        return (m * taken).sum(1).mean()
+        return (held_price(m, self.cfg.log) * taken).sum(1).mean()
 
 
 @hookimpl

@@ -13,7 +13,7 @@ from vle_kit_plugins.loss_binarize import BinarizeLoss
 from vle_kit_plugins.loss_colour_region import ColourRegionLoss
 from vle_kit_plugins.loss_coverage import CoverageLoss
 from vle_kit_plugins.loss_exp_difference import ExpDifferenceConfig, ExpDifferenceLoss
-from vle_kit_plugins.loss_own_colour import OwnColourLoss
+from vle_kit_plugins.loss_own_colour import OwnColourConfig, OwnColourLoss, held_price
 from vle_kit_plugins.loss_own_part import OwnPartLoss
 from vle_kit_plugins.loss_piecewise_constant import (PiecewiseConstantConfig,
                                                      PiecewiseConstantLoss)
@@ -221,6 +221,50 @@ def test_masks_under_min_area_are_dropped(batch, k, size, min_area, data):
             empty = mask.flatten(1).amax(1) == 0
             assert (empty | (share >= min_area)).all()
         state.mask_sum = (state.mask_sum + mask).clamp(0, 1)
+
+
+@given(st.floats(0.5, 6.0), st.floats(0.1, 4.0), st.data())
+def test_bound_keeps_masks_below_one_and_a_log_price_moving_their_logits(bound, sharpness, data):
+    """With `bound`, a mask is the unbounded one within what tanh leaves past the bound, never
+    1, its gradient the unbounded one's inside the bound; `own_colour`'s log price on it moves
+    every logit, however saturated; without it a mask saturates to 1 and nothing moves it."""
+    x = (data.draw(logits((2, 1, 4, 4))) * 10).requires_grad_(True)
+    state = State.start(torch.zeros(2, 3, 4, 4), 3)
+    free = logits_to_mask(x, state, MaskConfig(sharpness=sharpness))
+    free_grad, = torch.autograd.grad(free.sum(), x)
+    mask = logits_to_mask(x, state, MaskConfig(sharpness=sharpness, bound=bound))
+    gap = 0.5 * (1 - torch.tanh(torch.full_like(x, bound)))  # the tail past the bound
+    assert ((mask - free).abs() <= gap + 1e-6).all() and (mask < 1).all()
+    grad, = torch.autograd.grad(mask.sum(), x, retain_graph=True)
+    inside = (sharpness * x).abs() < bound
+    assert torch.equal(grad[inside], free_grad[inside])
+    held_price(mask, log=True).sum().backward()
+    assert (x.grad >= 2 * sharpness * mask.detach() * 0.9).all()  # 2 s m, in float32
+    saturated = torch.full((2, 1, 4, 4), 10.0, requires_grad=True)
+    held_price(logits_to_mask(saturated, state, MaskConfig()), log=True).sum().backward()
+    assert (saturated.grad == 0).all()
+
+
+@pytest.mark.parametrize("loss_cls", [OwnColourLoss, TakenColourLoss])
+def test_a_log_priced_colour_loss_passes_the_suite_and_prices_the_same_pixels(loss_cls):
+    """`log` prices -log(1 - m) instead of m on the same pixels: never less, zero together,
+    and the same pixels pushed."""
+    check_mask_loss(loss_cls, OwnColourConfig(log=True))
+    linear, log = loss_cls(OwnColourConfig()), loss_cls(OwnColourConfig(log=True))
+
+    @given(mask_stacks().flatmap(with_images))
+    def same_pixels(case):
+        masks, images = case
+        masks = (masks * 0.99).requires_grad_(True)
+        lin = linear(masks, images)
+        lin.backward()
+        pushed, masks.grad = masks.grad != 0, None
+        value = log(masks, images)
+        value.backward()
+        assert value >= lin - 1e-6 and (value == 0) == (lin == 0)
+        assert torch.equal(masks.grad != 0, pushed)
+
+    same_pixels()
 
 
 def test_min_area_keeps_a_region_drops_a_speck_and_rises_with_training():

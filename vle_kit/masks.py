@@ -8,6 +8,10 @@ masks always cover the image. With `min_area`, a mask holding less than that sha
 above 0.5 is dropped, in training and decoding alike: a token claims a region or nothing, and
 what it would have held stays for later tokens (GENESIS-v2 stops at the first empty mask). The
 least area rises from 0 with training's progress, so that tokens first learn to take objects.
+With `bound`, the scaled logits are clamped going forward and passed straight through going
+back: a mask never reaches 1 (in float32 it does past 9; at the largest bound, 6, it stays
+6e-6 below), so a price on what it holds in log space (`own_colour`'s `log`) still moves the
+logits of a saturated mask.
 With `claims_from`, the tokens before that one claim nothing: they draw the whole scene for
 the first prefixes, and the masks, each a region, start after them.
 """
@@ -32,6 +36,8 @@ class MaskConfig:
     min_area: float = attrs.field(default=0.0, validator=[attrs.validators.ge(0),
                                                           attrs.validators.lt(1)])  # 0 = off
     claims_from: int = attrs.field(default=1, validator=attrs.validators.ge(1))  # first token
+    bound: float = attrs.field(default=0.0, validator=[attrs.validators.ge(0),
+                                                       attrs.validators.le(6)])  # 0 = off
 
 
 def fixed_mask(state: State, cfg: MaskConfig) -> Tensor | None:
@@ -52,7 +58,11 @@ def logits_to_mask(logits: Tensor, state: State, cfg: MaskConfig) -> Tensor:
     scale = cfg.sharpness
     if cfg.anneal_from:
         scale = cfg.anneal_from + (cfg.sharpness - cfg.anneal_from) * state.progress
-    mask = 0.5 * (1 + torch.tanh(scale * logits))
+    x = scale * logits
+    if cfg.bound:  # clamped going forward, straight through going back: saturated masks stay
+        x = x.clamp(-cfg.bound, cfg.bound).detach() + (x - x.detach())  # below 1, their logits
+        # in reach (the value exact, where x + (clamped - x).detach() rounds at large logits)
+    mask = 0.5 * (1 + torch.tanh(x))
     if cfg.straight_through:
         mask = mask + (mask.round() - mask).detach()
     if state.window is not None:  # the locator's: the token claims only near its place
