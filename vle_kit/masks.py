@@ -59,9 +59,9 @@ def logits_to_mask(logits: Tensor, state: State, cfg: MaskConfig) -> Tensor:
     if cfg.anneal_from:
         scale = cfg.anneal_from + (cfg.sharpness - cfg.anneal_from) * state.progress
     x = scale * logits
-    if cfg.bound:  # clamped going forward, straight through going back: saturated masks stay
-        x = x.clamp(-cfg.bound, cfg.bound).detach() + (x - x.detach())  # below 1, their logits
-        # in reach (the value exact, where x + (clamped - x).detach() rounds at large logits)
+    if cfg.bound:  # forward clamped, backward straight through: a mask stays below 1 and a
+        # price on it reaches its logit (the value exact; x + (c - x).detach() would round)
+        x = x.clamp(-cfg.bound, cfg.bound).detach() + (x - x.detach())
     mask = 0.5 * (1 + torch.tanh(x))
     if cfg.straight_through:
         mask = mask + (mask.round() - mask).detach()
