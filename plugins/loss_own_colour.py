@@ -18,9 +18,10 @@ towards leaving it, not m: the price of m has no gradient left once the mask's t
 (most of a trained mask's pixels are 1 in float32), this one does, with the saliency head's
 `bound` keeping masks below 1 (`taken_colour` shares the option).
 
-`placed.toml` uses it at 15, seeds 0-3: FG-ARI 0.826 against 0.816 (better in every seed),
+Added to `placed.toml` at 15, seeds 0-3: FG-ARI 0.826 against 0.816 (better in every seed),
 merges 0.130 against 0.142, every prefix from the fourth on nearer PCA; at 30 the first prefix
-1.58x PCA, at 100 tokens became slots for colours (README, "Mask models").
+1.58x PCA, at 100 tokens became slots for colours. The recipe now prices it in log space at 5
+(README, "Mask models").
 """
 
 import attrs
