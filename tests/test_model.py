@@ -392,6 +392,32 @@ def test_a_shown_region_is_the_found_object_beside_the_window():
     assert torch.equal(locator.unplaced_planes(x), torch.ones(1, 2, 32, 32))
 
 
+@pytest.mark.parametrize("saliency,combiner,locator",
+                         [("{use='none'}", "{use='sum'}", NO_PLACE), *MASK_MODELS])
+@settings(deadline=None, max_examples=10)
+@given(k=st.integers(1, 8), seed=st.integers(0, 2**16), scale=st.sampled_from([1.0, 3.0, 10.0]))
+def test_an_overshooting_decoder_cannot_blow_up_the_residual_loop(saliency, combiner, locator,
+                                                                  k, seed, scale):
+    """Decoder weights scaled up make every part overshoot and each residual larger than the
+    last (the NaN of a 12000-step `placed` run): parts stay within PART_BOUND, reconstructions
+    and the loss finite, for any K."""
+    from vle_kit.model import PART_BOUND
+    from vle_kit.objective import objective
+
+    model, recipe = tiny_model(ROOT / "recipes" / "vanilla.toml", f"model.saliency={saliency}",
+                               f"model.combiner={combiner}", f"model.locator={locator}",
+                               "train.loss='log_mse'", "train.rise=3.0")
+    torch.manual_seed(seed)
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        for p in model.decoder.parameters():
+            p.mul_(scale)
+        out = model(x, k)
+    assert out.parts.abs().max() <= PART_BOUND
+    assert torch.isfinite(out.recons).all()
+    assert torch.isfinite(objective(out, x, recipe, 0, [])["loss"])
+
+
 def test_gain_tokens_carry_the_scale_of_what_the_encoder_saw(vanilla):
     from vle_kit.model import rms
 

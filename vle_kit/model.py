@@ -82,6 +82,9 @@ def place_of(z: Tensor, floats: int) -> Tensor:
     return z.flatten(1)[:, :floats]
 
 
+PART_BOUND = 4.0  # images are in [-1, 1]; a part past 4 draws nothing (see VLE.explain)
+
+
 def rms(x: Tensor) -> Tensor:
     """Root mean square per image (B, 1, 1, 1), kept away from zero."""
     return x.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt().clamp_min(1e-6)
@@ -225,6 +228,9 @@ class VLE(nn.Module):
                                                  state.decoder_memory)
         part, extra = out[:, :self.image_shape[0]], out[:, self.image_shape[0]:]
         part = part if gain is None else part * gain
+        # bounded, else one overshooting part feeds the next step a residual past anything it
+        # has seen, which it overshoots further: 10 to 1e29 in 8 steps, a NaN loss (README)
+        part = part.clamp(-PART_BOUND, PART_BOUND)
         if mask is None:
             state.window = (self.locator.window(place_of(z, self.locator.floats), part)
                             if self.locator.placed(state) else None)
