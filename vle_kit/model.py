@@ -35,6 +35,8 @@ from vle_kit.interfaces import (
 from vle_kit.layers import (Activation, ResBlock, StepLinear, conv3, film, film_table, stem,
                             table_row)
 
+PART_BOUND = 4.0  # images are in [-1, 1]; a part past 4 draws nothing (see VLE.explain)
+
 
 @dataclasses.dataclass(frozen=True)  # not attrs: DistributedDataParallel looks into dataclasses
 class Output:
@@ -80,9 +82,6 @@ def with_place(z: Tensor, place: Tensor) -> Tensor:
 def place_of(z: Tensor, floats: int) -> Tensor:
     """The place (B, floats) a token carries (`with_place`)."""
     return z.flatten(1)[:, :floats]
-
-
-PART_BOUND = 4.0  # images are in [-1, 1]; a part past 4 draws nothing (see VLE.explain)
 
 
 def rms(x: Tensor) -> Tensor:
