@@ -14,6 +14,8 @@ pixels, 12 by default: set data.train to match a smaller stride); `--isa avx2` r
 AVX2 kernels; `--add` keeps the entry's runs of other seeds (a timed seed-0 run, then `--seeds
 1 2 --parallel --add`). Prints a table per entry (mean over seeds, and the spread where there
 are several) and updates benchmarks/results/recipes.json (entries of other names are kept).
+A run that fails is left out of its entry and named in the error it exits with; the runs that
+finished are saved (`--add` with the failed seed adds it later).
 """
 
 from __future__ import annotations
@@ -54,8 +56,11 @@ def run_recipe(recipe: str, overrides: list[str], isa: str = "native",
     before = None if parallel else matmul_gflops(kernels)
     started = time.perf_counter()
     cmd = [sys.executable, "-m", "vle_kit", "run", recipe, "--runs", str(runs)]
-    subprocess.run(cmd + [a for o in overrides for a in ("--set", o)], check=True, env=env,
-                   stdout=subprocess.DEVNULL)
+    code = subprocess.run(cmd + [a for o in overrides for a in ("--set", o)], env=env,
+                          stdout=subprocess.DEVNULL).returncode
+    if code:
+        raise RunFailed(f"{recipe} {' '.join(overrides)}: vle-kit run exited {code}; what it "
+                        f"saved is under {runs} (`vle-kit run --resume` continues a run)")
     seconds = time.perf_counter() - started
     (path,) = runs.iterdir()
     return {**entry(path, recipe, overrides, seconds, timed=not parallel),
@@ -83,11 +88,25 @@ def entry(path: Path, recipe: str, overrides: list[str] | str | None,
             "eval": json.loads(run.eval_json.read_text())}
 
 
-def run_all(jobs: list[tuple[str, list[str]]], isa: str, parallel: bool) -> list[dict]:
+class RunFailed(Exception):
+    """A `vle-kit run` of the benchmark exited with an error."""
+
+
+def run_all(jobs: list[tuple[str, list[str]]], isa: str,
+            parallel: bool) -> tuple[list[dict], list[str]]:
     """run_recipe for every (recipe, overrides) job, two at a time on one thread each with
-    `parallel` (twice the runs an hour on 2 cores; the times are then not timings)."""
+    `parallel` (twice the runs an hour on 2 cores; the times are then not timings). Returns
+    the entries of the runs that finished and what went wrong in each that did not: a run
+    that fails does not lose the others' hours."""
     with ThreadPoolExecutor(2 if parallel else 1) as pool:
-        return list(pool.map(lambda job: run_recipe(*job, isa, parallel), jobs))
+        futures = [pool.submit(run_recipe, *job, isa, parallel) for job in jobs]
+    finished, failed = [], []
+    for future in futures:
+        try:
+            finished.append(future.result())
+        except RunFailed as e:
+            failed.append(str(e))
+    return finished, failed
 
 
 def spread(values: list[float], digits: int = 4) -> str:
@@ -196,16 +215,20 @@ def main(argv: list[str] | None = None) -> None:
         root = Path(tempfile.mkdtemp(prefix=f"vle_photos_stride{args.stride}_"))  # in overrides
         write_patches(root, stride=args.stride)
         overrides = PHOTOS + [f"data.root='{root}'"] + overrides
-    out = RESULTS / "recipes.json"
+    out, failures = RESULTS / "recipes.json", []
     for recipe in args.recipes:
         name = args.name or Path(recipe).stem + ("_photos" if args.photos else "")
         earlier = load(out).get(name, [])
         kept = kept_runs(earlier, recipe, overrides, args.seeds) if args.add else []
-        entries = kept + run_all([(recipe, overrides + [f"train.seed={s}"]) for s in args.seeds],
-                                 args.isa, args.parallel)
-        print(table(name, entries), end="\n\n")
-        save(out, name, entries)
-    print(f"wrote {out}")
+        finished, failed = run_all([(recipe, overrides + [f"train.seed={s}"])
+                                    for s in args.seeds], args.isa, args.parallel)
+        failures += failed
+        if finished:
+            print(table(name, kept + finished), end="\n\n")
+            save(out, name, kept + finished)
+            print(f"wrote {name} in {out}")
+    if failures:
+        sys.exit("error: " + "\nerror: ".join(failures))
 
 
 def load(out: Path) -> dict:

@@ -123,3 +123,24 @@ def test_results_keep_the_entries_written_since_they_were_read(tmp_path):
     save(out, "b", [{"seed": 1}])  # another benchmark, finishing after the first read `out`
     save(out, "a", [{"seed": 2}])
     assert load(out) == {"a": [{"seed": 2}], "b": [{"seed": 1}]}
+
+
+def test_a_failed_run_keeps_the_other_seeds_runs(tmp_path, monkeypatch):
+    """One seed's run failing exits with an error naming it, and the entry keeps the runs that
+    finished: two seeds run at once should not lose one's hours to the other's failure."""
+    import benchmarks.recipes as recipes
+
+    done = json.loads((ROOT / "benchmarks" / "results" / "recipes.json").read_text())["vanilla"][0]
+
+    def run_recipe(recipe, overrides, isa, parallel):
+        if overrides[-1] == "train.seed=1":
+            raise recipes.RunFailed(f"{recipe} {' '.join(overrides)}: vle-kit run exited 1")
+        return {**done, "overrides": overrides}
+
+    monkeypatch.setattr(recipes, "RESULTS", tmp_path)
+    monkeypatch.setattr(recipes, "run_recipe", run_recipe)
+    with pytest.raises(SystemExit) as failed:
+        recipes.main(["recipes/vanilla.toml", "--seeds", "0", "1", "--parallel", "--name", "v"])
+    assert "train.seed=1: vle-kit run exited 1" in str(failed.value.code)
+    (kept,) = recipes.load(tmp_path / "recipes.json")["v"]
+    assert kept["overrides"] == ["train.seed=0"]
