@@ -21,7 +21,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from benchmarks.recipes import RESULTS, entry, load, run_all, save
+from benchmarks.recipes import RESULTS, entry, exit_with, load, run_all, save
 from vle_kit.report import markdown
 from vle_kit.results import Evaluation
 from vle_kit.runs import RunDir, RunInfo
@@ -171,10 +171,16 @@ def main(argv: list[str] | None = None) -> None:
     names = [] if args.record or args.table else wanted
     jobs = [(RECIPE, overrides(VARIANTS[n]) + [f"train.seed={s}"])
             for n in names for s in args.seeds]
-    done = iter(run_all(jobs, args.isa, args.parallel))  # every variant's runs share the pool
+    results, failures = run_all(jobs, args.isa, args.parallel)  # one pool for every variant
+    done = iter(results)
     for name in names:
-        saved[name] = [next(done) for _ in args.seeds]
-        save(out, name, saved[name])
+        finished = [e for e in (next(done) for _ in args.seeds) if e is not None]
+        if finished:
+            saved[name] = finished
+            save(out, name, finished)
+    if not saved:
+        exit_with(failures)
+        sys.exit(f"error: {out} holds no run yet: train the variants first")
     k = len(next(iter(saved.values()))[0]["eval"]["tokens"])
     pca = next(iter(saved.values()))[0]["eval"]["pca"]["mse"]
     rows = [row(name, saved[name]) for name in VARIANTS if name in saved]
@@ -183,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
                       "below PCA at every k", "improved, worst k", "minutes"], rows)]))
     if not args.table:
         print(f"wrote {out}")
+    exit_with(failures)
 
 
 if __name__ == "__main__":

@@ -93,20 +93,21 @@ class RunFailed(Exception):
 
 
 def run_all(jobs: list[tuple[str, list[str]]], isa: str,
-            parallel: bool) -> tuple[list[dict], list[str]]:
+            parallel: bool) -> tuple[list[dict | None], list[str]]:
     """run_recipe for every (recipe, overrides) job, two at a time on one thread each with
     `parallel` (twice the runs an hour on 2 cores; the times are then not timings). Returns
-    the entries of the runs that finished and what went wrong in each that did not: a run
-    that fails does not lose the others' hours."""
+    each job's entry, None where its run failed, and what went wrong in each that failed: a
+    run that fails does not lose the others' hours."""
     with ThreadPoolExecutor(2 if parallel else 1) as pool:
         futures = [pool.submit(run_recipe, *job, isa, parallel) for job in jobs]
-    finished, failed = [], []
+    entries, failed = [], []
     for future in futures:
         try:
-            finished.append(future.result())
+            entries.append(future.result())
         except RunFailed as e:
+            entries.append(None)
             failed.append(str(e))
-    return finished, failed
+    return entries, failed
 
 
 def spread(values: list[float], digits: int = 4) -> str:
@@ -220,13 +221,19 @@ def main(argv: list[str] | None = None) -> None:
         name = args.name or Path(recipe).stem + ("_photos" if args.photos else "")
         earlier = load(out).get(name, [])
         kept = kept_runs(earlier, recipe, overrides, args.seeds) if args.add else []
-        finished, failed = run_all([(recipe, overrides + [f"train.seed={s}"])
-                                    for s in args.seeds], args.isa, args.parallel)
+        done, failed = run_all([(recipe, overrides + [f"train.seed={s}"]) for s in args.seeds],
+                               args.isa, args.parallel)
         failures += failed
+        finished = [e for e in done if e is not None]
         if finished:
             print(table(name, kept + finished), end="\n\n")
             save(out, name, kept + finished)
             print(f"wrote {name} in {out}")
+    exit_with(failures)
+
+
+def exit_with(failures: list[str]) -> None:
+    """Exit with an error line for each run that failed, if any did (the others saved)."""
     if failures:
         sys.exit("error: " + "\nerror: ".join(failures))
 

@@ -144,3 +144,18 @@ def test_a_failed_run_keeps_the_other_seeds_runs(tmp_path, monkeypatch):
     assert "train.seed=1: vle-kit run exited 1" in str(failed.value.code)
     (kept,) = recipes.load(tmp_path / "recipes.json")["v"]
     assert kept["overrides"] == ["train.seed=0"]
+
+
+def test_an_ablation_keeps_the_runs_that_finished_beside_a_failed_one(tmp_path, monkeypatch):
+    """The ablation shares `run_all`: a variant keeps its finished seeds, the failure exits."""
+    import benchmarks.ablation as ablation
+    from benchmarks.recipes import load
+
+    done = json.loads((ROOT / "benchmarks" / "results" / "recipes.json").read_text())["vanilla"][0]
+    monkeypatch.setattr(ablation, "RESULTS", tmp_path)
+    monkeypatch.setattr(ablation, "run_all", lambda jobs, isa, parallel: (
+        [done, None], [f"{jobs[1][0]} {' '.join(jobs[1][1])}: vle-kit run exited 1"]))
+    with pytest.raises(SystemExit) as failed:
+        ablation.main(["--only", "gain-shape tokens", "--seeds", "0", "1"])
+    assert "train.seed=1: vle-kit run exited 1" in str(failed.value.code)
+    assert load(tmp_path / "ablation.json")["gain-shape tokens"] == [done]
