@@ -7,7 +7,7 @@ from vle_kit.cli import main
 from vle_kit.config import Recipe
 from vle_kit.errors import RecipeError
 from vle_kit.plugins import load_registry
-from vle_kit.recipe import load_recipe, to_table, validate
+from vle_kit.recipe import load_recipe, read_recipe, to_table, validate
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
@@ -17,10 +17,8 @@ def test_shipped_recipes_pass_check(path, capsys):
 
 
 def test_required_keys_exist_in_every_recipe():
-    import tomllib
-
     for path in RECIPES:
-        table = tomllib.loads(path.read_text())
+        table = read_recipe(path)  # with the recipe it extends, if any
         for section, key in [("train", "steps"), ("train", "batch"), ("train", "lr"),
                              ("train", "seed"), ("tokens", "min"), ("tokens", "max"),
                              ("data", "use"), ("data", "size"), ("data", "train"),
@@ -206,3 +204,77 @@ def test_size_counts_parameters_and_grows_with_width(vanilla):
     assert size.parameters == sum(p.numel() for p in build_model(recipe, registry).parameters())
     wider, _ = load_recipe(vanilla, ["model.width=128"])
     assert measure_size(wider, registry).flops_per_image_token > 2 * size.flops_per_image_token
+
+
+EXTENDED = """
+[recipe]
+name = "base"
+plugins = ["my_loss.py"]
+[model.memory]
+use = "convlstm"
+hidden = 16
+[model.saliency]
+use = "inherent"
+min_area = 0.01
+[[mask_loss]]
+use = "mine"
+weight = 2.0
+[[mask_loss]]
+use = "binarize"
+[tokens]
+min = 8
+max = 8
+[data]
+use = "shapes"
+size = 32
+train = 64
+[train]
+steps = 10
+batch = 8
+"""
+
+MY_LOSS = """
+from vle_kit import hookimpl
+from vle_kit_plugins.loss_binarize import BinarizeLoss
+
+@hookimpl
+def register_mask_losses(register):
+    register("mine", BinarizeLoss)
+"""
+
+
+def test_a_recipe_extends_another_key_by_key(tmp_path):
+    """`recipe.extends`: the base's tables with the recipe's keys; a slot whose plug-in
+    changes and an array of tables are replaced whole; the name is the recipe's own, the
+    base's plug-ins load from beside the base, and the resolved recipe stands alone."""
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "base.toml").write_text(EXTENDED)
+    (tmp_path / "base" / "my_loss.py").write_text(MY_LOSS)
+    (tmp_path / "longer.toml").write_text(
+        '[recipe]\nextends = "base/base.toml"\n[model.saliency]\nmin_area = 0.05\n'
+        '[model.memory]\nuse = "gru"\n[[mask_loss]]\nuse = "mine"\n[train]\nsteps = 30\n')
+    recipe, registry = load_recipe(tmp_path / "longer.toml")
+    assert recipe.recipe.name == "longer"
+    assert (recipe.train.steps, recipe.train.batch, recipe.tokens.max) == (30, 8, 8)
+    assert recipe.model.saliency.use == "inherent"
+    assert recipe.model.saliency.config.min_area == 0.05
+    assert recipe.model.memory.use == "gru"  # not convlstm's hidden = 16 on a GRU
+    assert recipe.model.memory.config == registry.get("memory", "gru").factory.Config()
+    assert [c.use for c in recipe.mask_loss] == ["mine"]
+    assert "extends" not in to_table(recipe)["recipe"]
+    assert validate(to_table(recipe), registry) == recipe  # what a run saves needs no base
+
+
+@pytest.mark.parametrize("extends,expected", [
+    ('"nope.toml"', "recipe.extends: 'nope.toml' is not a recipe file beside this one"),
+    ("3", "recipe.extends: 3 is not a recipe file beside this one"),
+    ('"a.toml"', "recipe.extends: 'a.toml' extends a.toml again"),
+    ('"b.toml"', "recipe.extends: 'a.toml' extends b.toml again")])
+def test_a_bad_extends_gets_one_clear_line(tmp_path, capsys, extends, expected):
+    (tmp_path / "b.toml").write_text('[recipe]\nextends = "a.toml"\n')
+    path = tmp_path / "a.toml"
+    path.write_text(f"[recipe]\nextends = {extends}\n")
+    assert main(["check", str(path)]) == 2
+    (line,) = [line for line in capsys.readouterr().err.splitlines()
+               if not line.startswith("error:")]
+    assert line.endswith(expected)

@@ -67,6 +67,47 @@ def read_toml(path: Path) -> dict:
         raise RecipeError(str(path), [f"cannot read: {e}"]) from None
 
 
+def read_recipe(path: Path, extended_by: tuple[Path, ...] = ()) -> dict:
+    """The recipe file at `path` as a table; one whose `recipe.extends` names another recipe
+    (a path relative to it) is that recipe's table changed key by key: a table merges into
+    the base's, except a slot's table whose `use` differs, which replaces it, as does any
+    other value (an array of tables such as [[mask_loss]] too). The name is the recipe's own
+    (or its file's), never the base's; the base's plug-ins are loaded too."""
+    table = read_toml(path)
+    meta = table.get("recipe", {})
+    base = meta.pop("extends", None) if isinstance(meta, dict) else None
+    if base is None:
+        return table
+    here = path.resolve()
+    base_path = (path.parent / str(base)).resolve()
+    if not isinstance(base, str) or not base_path.is_file():
+        raise RecipeError(str(path), [f"recipe.extends: {base!r} is not a recipe file beside "
+                                      f"this one"])
+    if base_path in (here, *extended_by):
+        raise RecipeError(str(path), [f"recipe.extends: {base!r} extends {path.name} again"])
+    under = read_recipe(base_path, (here, *extended_by))
+    base_meta, own = under.get("recipe", {}), meta.get("plugins", [])
+    base_meta = base_meta if isinstance(base_meta, dict) else {}  # its own error, said there
+    plugins = [str(base_path.parent / spec) if (base_path.parent / spec).is_file() else spec
+               for spec in map(str, base_meta.get("plugins", []))]  # found beside the base
+    merged = merge(under, table)
+    merged["recipe"] = {**{k: v for k, v in base_meta.items() if k != "name"}, **meta,
+                        "plugins": plugins + own if isinstance(own, list) else own}
+    return merged
+
+
+def merge(base: dict, over: dict) -> dict:
+    """Table `base` with `over`'s keys: tables merge key by key (a slot's table only while its
+    `use` stays the same), any other value replaces the base's."""
+    out = dict(base)
+    for key, value in over.items():
+        below = out.get(key)
+        same = (isinstance(value, dict) and isinstance(below, dict)
+                and value.get("use", below.get("use")) == below.get("use"))
+        out[key] = merge(below, value) if same else value
+    return out
+
+
 def load_recipe(path: str | Path, overrides: typing.Iterable[str] = (),
                 plugins: typing.Iterable[str] = (),
                 data: str | None = None) -> tuple[Recipe, Registry]:
@@ -76,7 +117,7 @@ def load_recipe(path: str | Path, overrides: typing.Iterable[str] = (),
     The plug-ins from both places end up in `recipe.plugins` (files as absolute paths), so the
     resolved recipe a run saves loads them again on `--resume`."""
     path = Path(path)
-    table = read_toml(path)
+    table = read_recipe(path)
     if data is not None:
         size = table.get("data", {}).get("size")
         table["data"] = {"use": data, **({} if size is None else {"size": size})}
