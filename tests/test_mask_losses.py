@@ -289,11 +289,17 @@ def scenes(count=60):
 
 
 def weighted_mask_loss(recipe_path, masks, images):
+    """The recipe's mask losses on `masks`; the ones that read parts get each mask's mean
+    colour, what a token that drew its mask's pixels in one colour would decode to."""
     recipe, registry = load_recipe(recipe_path)
+    area = masks.sum((3, 4), keepdim=True).clamp_min(1e-6)
+    parts = ((masks * images[:, None]).sum((3, 4), keepdim=True) / area).expand(
+        -1, -1, -1, *images.shape[-2:])
     total = 0.0
     for choice in recipe.mask_loss:
-        total += choice.config.weight * registry.get("mask_loss", choice.use).factory(
-            choice.config)(masks, images).item()
+        loss = registry.get("mask_loss", choice.use).factory(choice.config)
+        given = (masks, images, parts) if loss.reads_parts else (masks, images)
+        total += choice.config.weight * loss(*given).item()
     return total
 
 
