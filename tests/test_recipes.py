@@ -268,8 +268,8 @@ def test_a_recipe_extends_another_key_by_key(tmp_path):
 @pytest.mark.parametrize("extends,expected", [
     ('"nope.toml"', "recipe.extends: 'nope.toml' is not a recipe file beside this one"),
     ("3", "recipe.extends: 3 is not a recipe file beside this one"),
-    ('"a.toml"', "recipe.extends: 'a.toml' extends a.toml again"),
-    ('"b.toml"', "recipe.extends: 'a.toml' extends b.toml again")])
+    ('"a.toml"', "recipe.extends: 'a.toml' leads back to a.toml, in a circle"),
+    ('"b.toml"', "recipe.extends: 'a.toml' leads back to b.toml, in a circle")])
 def test_a_bad_extends_gets_one_clear_line(tmp_path, capsys, extends, expected):
     (tmp_path / "b.toml").write_text('[recipe]\nextends = "a.toml"\n')
     path = tmp_path / "a.toml"

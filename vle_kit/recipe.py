@@ -84,7 +84,8 @@ def read_recipe(path: Path, extended_by: tuple[Path, ...] = ()) -> dict:
         raise RecipeError(str(path), [f"recipe.extends: {base!r} is not a recipe file beside "
                                       f"this one"])
     if base_path in (here, *extended_by):
-        raise RecipeError(str(path), [f"recipe.extends: {base!r} extends {path.name} again"])
+        raise RecipeError(str(path), [f"recipe.extends: {base!r} leads back to {path.name}, "
+                                      f"in a circle"])
     under = read_recipe(base_path, (here, *extended_by))
     base_meta, own = under.get("recipe", {}), meta.get("plugins", [])
     base_meta = base_meta if isinstance(base_meta, dict) else {}  # its own error, said there
