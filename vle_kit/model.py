@@ -2,7 +2,7 @@
 
     x ─► composer(x, state) + locator's planes ─► stem ─► memory ─► body(K, t) ─► token z_t
                              └──────────── linear map of step t (optional) ───┘
-    z_t ─► decoder(state) ─► part_t (+ mask channels) ─► saliency x window ─► mask_t
+    z_t ─► decoder(state) ─► part_t in ±PART_BOUND (+ mask channels) ─► saliency x window ─► mask_t
     (part_t, mask_t) ─► combiner ─► recon_t ─► state for step t + 1
 
 The slots (composer, locator, memory, decoder, saliency, combiner) are plug-ins; the stem, the
