@@ -159,3 +159,14 @@ def test_an_ablation_keeps_the_runs_that_finished_beside_a_failed_one(tmp_path, 
         ablation.main(["--only", "gain-shape tokens", "--seeds", "0", "1"])
     assert "train.seed=1: vle-kit run exited 1" in str(failed.value.code)
     assert load(tmp_path / "ablation.json")["gain-shape tokens"] == [done]
+
+
+def test_turns_time_every_recipe_in_every_turn(capsys):
+    from benchmarks.turns import main as turns
+
+    vanilla = str(ROOT / "recipes" / "vanilla.toml")
+    seconds = turns([vanilla, str(ROOT / "recipes" / "inherent.toml"), "--turns", "2",
+                     "--steps", "1", "--k", "2"])
+    assert [len(t) for t in seconds.values()] == [2, 2] and min(map(min, seconds.values())) > 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith(f"{vanilla}: ") and "1.000x the first" in lines[1]
