@@ -69,6 +69,7 @@ class ModuleClock:
 
 
 def trainer_for(recipe: Path, overrides: list[str]) -> Trainer:
+    """A trainer of `recipe` on little data: the data are generated, not what is timed."""
     recipe_, registry = load_recipe(recipe, ["data.train=512", "data.test=16", *overrides])
     return Trainer(recipe_, registry, RunDir(Path(tempfile.mkdtemp())))
 

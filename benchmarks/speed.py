@@ -25,7 +25,6 @@ import multiprocessing
 import os
 import resource
 import statistics
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -34,22 +33,17 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.profile import profile_step
+from benchmarks.profile import profile_step, trainer_for
 from benchmarks.profile import table as profile_table
 from vle_kit.build import select_device
 from vle_kit.data import to_signed
 from vle_kit.host import AVX2_KERNELS, describe, host_info
 from vle_kit.interfaces import State
 from vle_kit.layers import film
-from vle_kit.recipe import load_recipe
-from vle_kit.runs import RunDir
 from vle_kit.train import Trainer
 
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
-SMALL_DATA = ["data.train=512", "data.test=16"]  # the data are generated, not what is timed
-
-
 def up_to_k(k: int) -> list[str]:
     """Overrides for K from 1 up to `k`: a recipe's tokens.min (8 in `inherent`) may exceed k,
     and its per-K and per-step weights are sized to its own tokens.max, so they go too (K is
@@ -88,11 +82,6 @@ def timed(fn, repeats: int, warmup: int = 2) -> float:
         sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def trainer_for(recipe_path: Path, overrides: list[str]) -> Trainer:
-    recipe, registry = load_recipe(recipe_path, SMALL_DATA + overrides)
-    return Trainer(recipe, registry, RunDir(Path(tempfile.mkdtemp())))
 
 
 def train_step_flops(trainer: Trainer, k: int) -> int:
