@@ -226,8 +226,9 @@ def main(argv: list[str] | None = None) -> None:
         failures += failed
         finished = [e for e in done if e is not None]
         if finished:
-            print(table(name, kept + finished), end="\n\n")
-            save(out, name, kept + finished)
+            entries = kept + finished
+            print(table(name, entries), end="\n\n")
+            save(out, name, entries)
             print(f"wrote {name} in {out}")
     exit_with(failures)
 

@@ -13,9 +13,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from functools import partial
 from pathlib import Path
 
 from benchmarks.profile import trainer_for
+from benchmarks.speed import sync
 from vle_kit.host import describe, host_info
 
 
@@ -23,15 +25,18 @@ def step_turns(recipes: list[Path], turns: int = 4, steps: int = 60,
                k: int | None = None) -> dict[str, list[float]]:
     """Seconds a step of each recipe in each turn, by recipe path, after five warm-up steps."""
     trainers = [trainer_for(recipe, []) for recipe in recipes]
-    for trainer in trainers:
+    steppers = [partial(t.train_step, k or t.recipe.tokens.max) for t in trainers]
+    for step in steppers:
         for _ in range(5):
-            trainer.train_step(k or trainer.recipe.tokens.max)
+            step()
     seconds: dict[str, list[float]] = {str(r): [] for r in recipes}
     for _ in range(turns):
-        for recipe, trainer in zip(recipes, trainers):
+        for recipe, step in zip(recipes, steppers):
+            sync()  # a GPU's queued work is timed where it runs
             started = time.perf_counter()
             for _ in range(steps):
-                trainer.train_step(k or trainer.recipe.tokens.max)
+                step()
+            sync()
             seconds[str(recipe)].append((time.perf_counter() - started) / steps)
     return seconds
 
