@@ -334,8 +334,9 @@ def test_a_run_that_augments_is_also_set_beside_pca_of_its_augmented_images(vani
 
 @settings(deadline=None, max_examples=20)
 @given(height=st.integers(6, 40), width=st.integers(6, 40), k=st.integers(1, 3),
-       noise=st.floats(0.0, 2.0), seed=st.integers(0, 2**16))
-def test_ssim_is_torchmetrics_ssim(height, width, k, noise, seed):
+       noise=st.floats(0.0, 2.0), seed=st.integers(0, 2**16), block=st.integers(1, 4))
+def test_ssim_is_torchmetrics_ssim(height, width, k, noise, seed, block):
+    """Whatever the block of images computed at once."""
     from torchmetrics.functional.image import structural_similarity_index_measure
 
     g = torch.Generator().manual_seed(seed)
@@ -344,4 +345,4 @@ def test_ssim_is_torchmetrics_ssim(height, width, k, noise, seed):
     expected = structural_similarity_index_measure(
         recons.clamp(-1, 1).flatten(0, 1), x.repeat_interleave(k, 0), data_range=2.0,
         reduction="none").view(3, k)
-    torch.testing.assert_close(ssim(x, recons), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ssim(x, recons, block), expected, atol=1e-5, rtol=0)
