@@ -19,13 +19,14 @@ import attrs
 import torch
 
 from vle_kit import hookimpl
-from vle_kit_plugins.locator_residual_peak import (WHOLE, ResidualPeakLocator, coordinates, peak,
-                                                   pixel_grid, residual, squared_distance)
+from vle_kit_plugins.locator_residual_peak import (WHOLE, PeakConfig, ResidualPeakLocator,
+                                                   coordinates, passed, peak, pixel_grid,
+                                                   residual, squared_distance)
 
 
 class ResidualExtentLocator(ResidualPeakLocator):
     @attrs.frozen(kw_only=True)
-    class Config:
+    class Config(PeakConfig):
         tolerance: float = attrs.field(default=0.1, validator=attrs.validators.gt(0))
         reach: float = attrs.field(default=13.0, validator=attrs.validators.gt(0))  # pixels
         quantile: float = attrs.field(default=1.0, validator=[attrs.validators.gt(0),
@@ -44,7 +45,7 @@ class ResidualExtentLocator(ResidualPeakLocator):
     def place(self, state):
         r = residual(state)
         b, c, h, w = r.shape
-        index = peak(r, state.mask_sum)
+        index = peak(r, passed(state, self.cfg), self.cfg.pool)
         colour = r.flatten(2).gather(2, index[:, None, None].expand(b, c, 1))  # (B, C, 1)
         kin = ((r.flatten(2) - colour).pow(2).sum(1) < self.cfg.tolerance).view(b, h, w)
         near = squared_distance(coordinates(index, r), r) <= self.cfg.reach ** 2

@@ -3,8 +3,14 @@ claim only near there (README, "Mask models": this breaks the recipe's colour sl
 tokens take the objects in turn and then fall silent).
 
 The place is chosen without learning: the pixel where the residual x - recon, less its mean
-colour, squared and times what no mask has claimed, is largest averaged over 7 x 7 pixels; at
-the first token that is what differs most from the scene's mean colour, usually an object.
+colour, squared and times what no mask has claimed, is largest averaged over `pool` x `pool`
+pixels (7); at the first token that is what differs most from the scene's mean colour, usually
+an object. With `pass_taken` the peak also passes over every pixel of a colour an earlier
+mask already holds (the colour of its core, as the `own_colour` loss finds it): what a token
+left of its object is not worth a token of its own, and goes to the last one. In
+`inherent.toml` (four seeds): over 5 x 5 pixels a thin object beside a broad one is found
+before the broad one's mask takes it, count accuracy 0.788 against 0.774; passing over the
+colours taken too, 0.821 (README, "Mask models").
 The window around it is 1 out to 0.91 `radius` and falls as steeply beyond, min(1, 2
 exp(-(d / radius)^4)): 0.5 at 1.09 radius, 0.08 at 1.3. The last token has no place: it takes
 what is left, the background among it.
@@ -17,13 +23,29 @@ from torch import Tensor
 
 from vle_kit import hookimpl
 from vle_kit.interfaces import Locator
+from vle_kit_plugins.loss_colour_region import cores
 
 WHOLE = 0.91  # a `flat_window` is 1 out to this share of its radius ((ln 2)^(1/4), rounded)
+TAKEN_TOLERANCE = 0.1  # squared distance over the channels: a core's colour (`own_colour`'s)
+GROUND = 0.2  # a core's colour over this share of the image is the ground, taken by no one
+
+
+def _odd(instance, attribute, value):
+    if value % 2 == 0:
+        raise ValueError(f"must be odd (the pool centred on its pixel), got {value}")
+
+
+@attrs.frozen(kw_only=True)
+class PeakConfig:
+    """What every residual locator shares: the side of the square the energy is averaged over,
+    and whether the peak passes over the colours earlier masks have taken."""
+    pool: int = attrs.field(default=7, validator=[attrs.validators.ge(1), _odd])  # pixels
+    pass_taken: bool = False
 
 
 class ResidualPeakLocator(Locator):
     @attrs.frozen(kw_only=True)
-    class Config:
+    class Config(PeakConfig):
         radius: float = attrs.field(default=9.0, validator=attrs.validators.gt(0))  # pixels
 
     extra_channels = 1
@@ -32,7 +54,8 @@ class ResidualPeakLocator(Locator):
         return state.step < state.k - 1
 
     def place(self, state):
-        place = coordinates(peak(residual(state), state.mask_sum), state.x)
+        place = coordinates(peak(residual(state), passed(state, self.cfg), self.cfg.pool),
+                            state.x)
         return place, self.window(place, state.x)  # the encoder sees where its token may claim
 
     def radius(self, place: Tensor, like: Tensor) -> Tensor:
@@ -51,11 +74,22 @@ def residual(state) -> Tensor:
     return r - r.mean((2, 3), keepdim=True)
 
 
-def peak(r: Tensor, claimed: Tensor) -> Tensor:
+@torch.no_grad()
+def passed(state, cfg: PeakConfig) -> Tensor:
+    """(B, 1, H, W) in [0, 1]: what the peak passes over: what the masks have claimed and, with
+    `pass_taken`, every pixel of an earlier mask's core colour."""
+    if not cfg.pass_taken or not state.masks:
+        return state.mask_sum
+    _, held, kin = cores(torch.stack(state.masks, 1)[:, :, 0], state.x, TAKEN_TOLERANCE, GROUND)
+    taken = (held & kin).any(1).view_as(state.mask_sum)
+    return torch.maximum(state.mask_sum, taken.to(state.mask_sum.dtype))
+
+
+def peak(r: Tensor, claimed: Tensor, pool: int) -> Tensor:
     """The flat index (B,) of the pixel where r's energy times what is unclaimed is largest
-    averaged over 7 x 7 pixels."""
-    energy = F.avg_pool2d(r.pow(2).sum(1, keepdim=True) * (1 - claimed.detach()), 7, 1, 3)
-    return energy.flatten(1).argmax(1)
+    averaged over pool x pool pixels (pool odd)."""
+    energy = r.pow(2).sum(1, keepdim=True) * (1 - claimed.detach())
+    return F.avg_pool2d(energy, pool, 1, pool // 2).flatten(1).argmax(1)
 
 
 def coordinates(index: Tensor, like: Tensor) -> Tensor:

@@ -242,7 +242,8 @@ def test_narrowest_is_the_fewest_channels_at_the_finest_levels(vanilla, decoder)
 
 
 NO_PLACE, PLACED = "{use='none'}", "{use='residual_peak', radius=3.0}"
-FITTED, SHOWN = "{use='residual_extent'}", "{use='residual_extent', show_region=true}"
+FITTED = "{use='residual_extent'}"
+SHOWN = "{use='residual_extent', show_region=true, pool=5, pass_taken=true}"  # inherent.toml's
 MASK_MODELS = [("{use='inherent'}", "{use='masked_sum'}", NO_PLACE),
                ("{use='inherent'}", "{use='masked_fill'}", NO_PLACE),
                ("{use='inherent', min_area=0.2}", "{use='masked_fill'}", NO_PLACE),  # drops masks
@@ -372,6 +373,44 @@ def test_a_fitted_window_holds_its_object_and_not_its_neighbour():
     assert torch.allclose(pixel, torch.tensor([(mine[1].start + 3.0), 7.0]))
     assert (window[mine] == 1).all() and (window[other] < 1e-3).all()
     assert 6 < locator.radius(place, x)[0] < 7.5  # the square's corner 4.2 pixels out, 2 of margin
+
+
+@pytest.mark.parametrize("pool,found", [(7, "square"), (1, "strip")])
+def test_the_pool_decides_whether_a_strip_or_a_broad_object_comes_first(pool, found):
+    """A 6 x 6 square and a 2-pixel strip of twice its energy a pixel: averaged over 7 x 7
+    pixels the square holds more, pixel by pixel the strip does; the place is the centre of
+    what the peak fell in."""
+    from vle_kit_plugins.locator_residual_extent import ResidualExtentLocator
+
+    x = torch.full((1, 3, 32, 32), -1.0)
+    x[0, 0, 4:10, 4:10] = 1  # the square: one channel 2 from the ground
+    x[0, 1:, 20:22, 10:20] = 1  # the strip: two channels
+    locator = ResidualExtentLocator(ResidualExtentLocator.Config(pool=pool), None)
+    place, _ = locator.place(State.start(x, 3))
+    centre = {"square": [6.5, 6.5], "strip": [14.5, 20.5]}[found]  # (x, y)
+    assert torch.allclose((place[0, :2] + 1) / 2 * 31, torch.tensor(centre))
+
+
+@pytest.mark.parametrize("pass_taken,found", [(False, "remnant"), (True, "blue")])
+def test_pass_taken_leaves_what_a_token_left_of_its_object_to_the_last(pass_taken, found):
+    """A mask holds most of a red square; the two columns it left are red still, and beside them
+    a fainter blue square. The peak falls on the red remnant, or, passing over the colour an
+    earlier mask has taken, on the blue square (pixel by pixel: a 7 x 7 pool's peak could fall
+    on the ground beside the thin remnant)."""
+    from vle_kit_plugins.locator_residual_extent import ResidualExtentLocator
+
+    x = torch.full((1, 3, 32, 32), -1.0)
+    x[0, 0, 4:11, 4:11] = 1  # red
+    x[0, 2, 20:26, 20:26] = -0.2  # blue, 0.8 from the ground
+    state = State.start(x, 3)
+    held = torch.zeros(1, 1, 32, 32)
+    held[0, 0, 4:11, 4:9] = 1  # the red square but for its last two columns
+    state.masks.append(held)
+    state.mask_sum = held.clone()
+    locator = ResidualExtentLocator(ResidualExtentLocator.Config(pool=1, pass_taken=pass_taken), None)
+    place, _ = locator.place(state)
+    centre = {"remnant": [9.5, 7.0], "blue": [22.5, 22.5]}[found]  # (x, y)
+    assert torch.allclose((place[0, :2] + 1) / 2 * 31, torch.tensor(centre))
 
 
 def test_a_shown_region_is_the_found_object_beside_the_window():

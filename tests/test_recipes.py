@@ -67,6 +67,8 @@ BAD = [
     ("a decoder unfolding past the token's size", BASE + "[model.decoder]\nuse = 'plain'\n"
      "unfold = 4\n[model.token]\nsize = 16\n",
      "model.decoder.unfold: 4 x 4 pixel blocks are more than the 2x from the token's size"),
+    ("a peak pooled over an even square", BASE + "[model.locator]\nuse = 'residual_extent'\n"
+     "pool = 4\n", "model.locator.pool: must be odd (the pool centred on its pixel), got 4"),
     ("not a table", BASE + "[model]\ntoken = 3\n", "model.token: expected a table, got 3"),
     ("unknown section", BASE + "[trian]\nsteps = 3\n",
      "trian: not a known key; did you mean 'train'?"),
