@@ -20,8 +20,8 @@ import torch
 
 from vle_kit import hookimpl
 from vle_kit_plugins.locator_residual_peak import (WHOLE, PeakConfig, ResidualPeakLocator,
-                                                   coordinates, passed, peak, pixel_grid,
-                                                   residual, squared_distance)
+                                                   coordinates, pixel_grid, residual,
+                                                   squared_distance)
 
 
 class ResidualExtentLocator(ResidualPeakLocator):
@@ -45,7 +45,7 @@ class ResidualExtentLocator(ResidualPeakLocator):
     def place(self, state):
         r = residual(state)
         b, c, h, w = r.shape
-        index = peak(r, passed(state, self.cfg), self.cfg.pool)
+        index = self.peak(state, r)
         colour = r.flatten(2).gather(2, index[:, None, None].expand(b, c, 1))  # (B, C, 1)
         kin = ((r.flatten(2) - colour).pow(2).sum(1) < self.cfg.tolerance).view(b, h, w)
         near = squared_distance(coordinates(index, r), r) <= self.cfg.reach ** 2

@@ -23,11 +23,9 @@ from torch import Tensor
 
 from vle_kit import hookimpl
 from vle_kit.interfaces import Locator
-from vle_kit_plugins.loss_colour_region import cores
+from vle_kit_plugins.loss_own_colour import OwnColourConfig, own_colours
 
 WHOLE = 0.91  # a `flat_window` is 1 out to this share of its radius ((ln 2)^(1/4), rounded)
-TAKEN_TOLERANCE = 0.1  # squared distance over the channels: a core's colour (`own_colour`'s)
-GROUND = 0.2  # a core's colour over this share of the image is the ground, taken by no one
 
 
 def _odd(instance, attribute, value):
@@ -54,9 +52,12 @@ class ResidualPeakLocator(Locator):
         return state.step < state.k - 1
 
     def place(self, state):
-        place = coordinates(peak(residual(state), passed(state, self.cfg), self.cfg.pool),
-                            state.x)
+        place = coordinates(self.peak(state, residual(state)), state.x)
         return place, self.window(place, state.x)  # the encoder sees where its token may claim
+
+    def peak(self, state, r: Tensor) -> Tensor:
+        """The flat index (B,) of the peak of residual r (`residual`) at this state."""
+        return peak(r, passed(state, self.cfg), self.cfg.pool)
 
     def radius(self, place: Tensor, like: Tensor) -> Tensor:
         """The window's radius in pixels (B,) for `place`."""
@@ -77,11 +78,12 @@ def residual(state) -> Tensor:
 @torch.no_grad()
 def passed(state, cfg: PeakConfig) -> Tensor:
     """(B, 1, H, W) in [0, 1]: what the peak passes over: what the masks have claimed and, with
-    `pass_taken`, every pixel of an earlier mask's core colour."""
+    `pass_taken`, every pixel of an earlier mask's core colour (`own_colour`'s colours, the
+    ground's taken by no one)."""
     if not cfg.pass_taken or not state.masks:
         return state.mask_sum
-    _, held, kin = cores(torch.stack(state.masks, 1)[:, :, 0], state.x, TAKEN_TOLERANCE, GROUND)
-    taken = (held & kin).any(1).view_as(state.mask_sum)
+    masks = torch.stack(state.masks, 1)[:, :, 0]
+    taken = own_colours(masks, state.x, OwnColourConfig()).any(1).view_as(state.mask_sum)
     return torch.maximum(state.mask_sum, taken.to(state.mask_sum.dtype))
 
 

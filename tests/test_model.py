@@ -407,7 +407,8 @@ def test_pass_taken_leaves_what_a_token_left_of_its_object_to_the_last(pass_take
     held[0, 0, 4:11, 4:9] = 1  # the red square but for its last two columns
     state.masks.append(held)
     state.mask_sum = held.clone()
-    locator = ResidualExtentLocator(ResidualExtentLocator.Config(pool=1, pass_taken=pass_taken), None)
+    cfg = ResidualExtentLocator.Config(pool=1, pass_taken=pass_taken)
+    locator = ResidualExtentLocator(cfg, None)
     place, _ = locator.place(state)
     centre = {"remnant": [9.5, 7.0], "blue": [22.5, 22.5]}[found]  # (x, y)
     assert torch.allclose((place[0, :2] + 1) / 2 * 31, torch.tensor(centre))
