@@ -44,6 +44,8 @@ from vle_kit.train import Trainer
 
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
+
+
 def up_to_k(k: int) -> list[str]:
     """Overrides for K from 1 up to `k`: a recipe's tokens.min (8 in `inherent`) may exceed k,
     and its per-K and per-step weights are sized to its own tokens.max, so they go too (K is

@@ -44,8 +44,8 @@ def ssim(x: torch.Tensor, recons: torch.Tensor, block: int = 256) -> torch.Tenso
     torchmetrics' definition (an 11-tap Gaussian window of sigma 1.5 over reflect-padded
     images, averaged over every pixel), its blur done as two small matrix products, which is
     ten times faster here than the 2-D convolution (tests/test_evaluation.py holds them equal).
-    `block` images at a time: PCA's 1000 x 8 reconstructions in one piece took 8.9 s on two
-    cores, in blocks 0.7 s (their temporaries no longer a gigabyte each)."""
+    `block` images at a time: PCA's 1000 x 8 reconstructions in one piece took 8.9 s of an
+    evaluation on two cores, in blocks 1.7 s (their temporaries no longer a gigabyte each)."""
     n, k = recons.shape[:2]
     rows, cols = (blur_matrix(side).to(recons) for side in recons.shape[-2:])
     c1, c2 = (0.01 * PEAK) ** 2, (0.03 * PEAK) ** 2
