@@ -56,9 +56,14 @@ class ResidualExtentLocator(ResidualPeakLocator):
         xs, ys = pixel_grid(r)
         centre = torch.stack([(weight * xs).sum((1, 2)), (weight * ys[:, None]).sum((1, 2))],
                              1) / count[:, None]
-        d = squared_distance(centre, r).sqrt().masked_fill(~kin, float("inf"))
-        at = ((count - 1) * self.cfg.quantile).ceil().long()
-        extent = d.flatten(1).sort(1).values.gather(1, at[:, None])[:, 0]
+        d2 = squared_distance(centre, r)
+        if self.cfg.quantile == 1:  # the farthest pixel found: a maximum, not a sort
+            far = torch.where(kin, d2, 0).amax((1, 2))
+        else:
+            at = ((count - 1) * self.cfg.quantile).ceil().long()
+            far = d2.masked_fill(~kin, float("inf")).flatten(1).sort(1).values.gather(
+                1, at[:, None])[:, 0]
+        extent = far.sqrt()  # the root of the quantile of the squares: that of the roots
         radius = ((extent + self.cfg.margin) / WHOLE).clamp(self.min_radius, self.cfg.max_radius)
         place = torch.cat([centre, radius[:, None] / ((w - 1) / 2)], 1)
         window = self.window(place, r)

@@ -70,9 +70,11 @@ class ResidualPeakLocator(Locator):
 
 
 def residual(state) -> Tensor:
-    """What is left to explain, less its mean colour (B, C, H, W), without gradient."""
+    """What is left to explain, less its mean colour (B, C, H, W), without gradient; channels
+    first, whatever the images' layout: the locator's sums over the channels of channels-last
+    images take four times as long on the CPU."""
     r = (state.x - state.recon).detach()
-    return r - r.mean((2, 3), keepdim=True)
+    return (r - r.mean((2, 3), keepdim=True)).contiguous()
 
 
 @torch.no_grad()
