@@ -81,11 +81,14 @@ def residual(state) -> Tensor:
 def passed(state, cfg: PeakConfig) -> Tensor:
     """(B, 1, H, W) in [0, 1]: what the peak passes over: what the masks have claimed and, with
     `pass_taken`, every pixel of an earlier mask's core colour (`own_colour`'s colours, the
-    ground's taken by no one)."""
+    ground's taken by no one). The colours taken so far stay in state.locator_memory, with how
+    many masks they hold, so each mask's are found once, not at every later step."""
     if not cfg.pass_taken or not state.masks:
         return state.mask_sum
-    masks = torch.stack(state.masks, 1)[:, :, 0]
-    taken = own_colours(masks, state.x, OwnColourConfig()).any(1).view_as(state.mask_sum)
+    taken, seen = state.locator_memory or (torch.zeros_like(state.mask_sum, dtype=torch.bool), 0)
+    for mask in state.masks[seen:]:  # (B, 1, H, W): one mask as own_colours' K
+        taken = taken | own_colours(mask, state.x, OwnColourConfig()).view_as(taken)
+    state.locator_memory = taken, len(state.masks)
     return torch.maximum(state.mask_sum, taken.to(state.mask_sum.dtype))
 
 

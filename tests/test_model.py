@@ -414,6 +414,31 @@ def test_pass_taken_leaves_what_a_token_left_of_its_object_to_the_last(pass_take
     assert torch.allclose((place[0, :2] + 1) / 2 * 31, torch.tensor(centre))
 
 
+@given(seed=st.integers(0, 2**16))
+def test_the_colours_passed_over_are_remembered_and_follow_the_images_kept(seed):
+    """`pass_taken` finds each mask's colours once and keeps them in state.locator_memory: at
+    every step, and after an image leaves the batch (`State.take`, as in `VLE.encode`), the
+    peak passes over what finding every earlier mask's colours afresh gives."""
+    import torch.nn.functional as F
+
+    from vle_kit_plugins.locator_residual_peak import PeakConfig, passed
+
+    g = torch.Generator().manual_seed(seed)
+    blocks = F.interpolate(torch.rand(4, 3, 4, 4, generator=g) * 2 - 1, size=32)  # 16 colours
+    state, cfg = State.start(blocks, 6), PeakConfig(pass_taken=True)
+    for step in range(5):
+        if step == 2:
+            state = state.take(torch.tensor([True, False, True, True]))
+        fresh = passed(attrs.evolve(state, locator_memory=None), cfg)
+        assert torch.equal(passed(state, cfg), fresh)
+        assert state.locator_memory is None or state.locator_memory[1] == len(state.masks)
+        held = F.interpolate((torch.rand(len(state.x), 1, 4, 4, generator=g) > 0.7).float(),
+                             size=32)  # whole blocks, held above one half but not wholly
+        mask = held * (0.55 + 0.4 * torch.rand(len(state.x), 1, 1, 1, generator=g))
+        state.masks.append(mask)
+        state.mask_sum = (state.mask_sum + mask).clamp(max=1)
+
+
 def test_a_shown_region_is_the_found_object_beside_the_window():
     """With `show_region` the encoder's second plane is the object the peak is in: its colour's
     pixels near the peak that no mask holds, not its neighbour of another colour nor a square

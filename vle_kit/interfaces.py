@@ -66,6 +66,7 @@ class State:
     parts: list[Tensor] = attrs.field(factory=list)  # the parts so far, each (B, C, H, W)
     progress: float = 1.0  # share of training done, for annealed plug-ins; 1 outside training
     decoder_memory: object | None = None  # what the decoder carries from step to step
+    locator_memory: object | None = None  # what the locator keeps of earlier steps' work
     window: Tensor | None = None  # (B, 1, H, W) where this step's mask may claim; None: anywhere
 
     def take(self, rows: Tensor) -> State:
@@ -74,6 +75,7 @@ class State:
                             mask_sum=self.mask_sum[rows], masks=take(self.masks, rows),
                             parts=take(self.parts, rows),
                             decoder_memory=take(self.decoder_memory, rows),
+                            locator_memory=take(self.locator_memory, rows),
                             window=take(self.window, rows))
 
     @classmethod
@@ -128,7 +130,9 @@ class Locator(ModelPart):
     def place(self, state: State) -> tuple[Tensor, Tensor]:
         """The place (B, floats) of the token of step state.step, from the state before it,
         and the extra_channels planes (B, extra_channels, H, W) its encoder sees beside its
-        input: what the locator found, in one pass."""
+        input: what the locator found, in one pass. What a later step's place can reuse it
+        may keep in state.locator_memory: tensors of one row an image, in tuples if more
+        (`take` follows the images that leave a batch)."""
         raise NotImplementedError
 
     def unplaced_planes(self, like: Tensor) -> Tensor:
