@@ -355,6 +355,25 @@ def test_a_window_is_whole_at_its_place_and_empty_far_from_it(make, x, y, radius
     assert torch.equal(locator.window(None, window[None, None]), torch.ones(1, 1, 32, 32))
 
 
+@settings(deadline=None, max_examples=50)
+@given(x=st.floats(-1, 1), y=st.floats(-1, 1), radius=st.floats(1, 14))
+def test_a_window_skips_no_value_where_it_skips_the_exponential(x, y, radius):
+    """`flat_window` leaves out the exponential where it underflows: its values and its
+    gradient are bitwise those of min(1, 2 exp(-(d / radius)^4)) computed at every pixel."""
+    from vle_kit_plugins.locator_residual_peak import flat_window, squared_distance
+
+    like = torch.zeros(1, 3, 32, 32)
+    centre = torch.tensor([[x, y]], requires_grad=True)
+    weights = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    r = torch.tensor([radius])
+    window = flat_window(centre, r, like)
+    plain = (2 * torch.exp(-(squared_distance(centre, like) / r ** 2) ** 2)).clamp(max=1)
+    assert torch.equal(window, plain[:, None])
+    grads = [torch.autograd.grad((w.view(1, 1, 32, 32) * weights).sum(), centre)[0]
+             for w in (window, plain)]
+    assert torch.equal(*grads)
+
+
 def test_a_fitted_window_holds_its_object_and_not_its_neighbour():
     """`residual_extent` centres the window on the object the peak is in and sizes it to
     that object: the 7 x 7 square whole, the other square, 6 pixels beyond it, outside."""
