@@ -125,8 +125,8 @@ def squared_distance(centre: Tensor, like: Tensor) -> Tensor:
 def flat_window(centre: Tensor, radius: Tensor, like: Tensor) -> Tensor:
     """(B, 1, H, W): min(1, 2 exp(-(d / radius)^4)) of each pixel's distance d in pixels from
     `centre` (B, 2) in [-1, 1]; radius (B,) in pixels. From 3.2 radii, where the exponential is
-    0 in float32, it is not computed: an exponential that underflows takes ten times as long
-    on the CPU, and most of a small window's pixels are that far."""
+    0 in float32, it is not computed: an exponential that underflows took 5-50x as long on a
+    Zen 1 CPU, and most of a small window's pixels are that far."""
     d4 = (squared_distance(centre, like) / radius[:, None, None] ** 2) ** 2
     far = d4 >= UNDERFLOW
     return (2 * torch.exp(-d4.masked_fill(far, 0))).masked_fill(far, 0).clamp(max=1)[:, None]
