@@ -87,6 +87,23 @@ def test_a_run_that_augments_is_tabled_beside_pca_of_its_augmented_images_too():
     assert row["prefix / it"] == f"{2 * vle / plain:.2f}"
 
 
+def test_several_seeds_are_tabled_with_the_worst_seeds_prefix_beside_pca():
+    """The prefix bar (within 1.5x PCA) holds for a run, not for the mean of the seeds."""
+    from benchmarks.recipes import table
+
+    entry = json.loads((ROOT / "benchmarks" / "results" / "recipes.json").read_text())["vanilla"][0]
+    assert "worst seed" not in table("vanilla", [entry]).split("improved (worst seed)")[0]
+    worse = json.loads(json.dumps(entry))
+    worse["eval"]["vle"]["mse"] = [m * 1.5 for m in entry["eval"]["vle"]["mse"]]
+    lines = table("vanilla", [entry, worse]).splitlines()
+    header = next(line for line in lines if line.startswith("| k |")).strip("| ").split(" | ")
+    first = next(line for line in lines if line.startswith("| 1 |")).strip("| ").split(" | ")
+    row = dict(zip(header, first))
+    vle, plain = entry["eval"]["vle"]["mse"][0], entry["eval"]["pca"]["mse"][0]
+    assert row["prefix / PCA"] == f"{1.25 * vle / plain:.2f}"
+    assert row["prefix / PCA, worst seed"] == f"{1.5 * vle / plain:.3f}"
+
+
 def test_a_timed_run_is_tabled_with_the_matmul_rate_around_it():
     """The same kind of host drifts by a third: a timed run's minutes carry the host's matmul
     rate, measured under the run's own kernels."""
