@@ -123,17 +123,17 @@ def table(name: str, entries: list[dict]) -> str:
     results = [Evaluation.from_json(json.dumps(e["eval"])) for e in entries]
     first = results[0]
     augmented = first.pca_augmented  # PCA fitted on the training images as the run saw them
+    several = len(results) > 1  # then the worst seed's prefix too: the bar is a run's
     rows = []
     for i, k in enumerate(first.tokens):
         vle = [r.vle.mse[i] for r in results]
+        mean = statistics.fmean(vle)
         rows.append([str(k), spread(vle), spread([r.vle_asked_k.mse[i] for r in results]),
-                     f"{first.pca.mse[i]:.4f}",
-                     f"{statistics.fmean(vle) / first.pca.mse[i]:.2f}",
-                     *([f"{max(vle) / first.pca.mse[i]:.3f}"] if len(results) > 1 else []),
+                     f"{first.pca.mse[i]:.4f}", f"{mean / first.pca.mse[i]:.2f}",
+                     *([f"{augmented.mse[i]:.4f}", f"{mean / augmented.mse[i]:.2f}"]
+                       if augmented else []),
+                     *([f"{max(vle) / first.pca.mse[i]:.3f}"] if several else []),
                      f"{min(r.vle.improved[i] for r in results):.1%}"])
-        if augmented is not None:
-            rows[-1][5:5] = [f"{augmented.mse[i]:.4f}",
-                             f"{statistics.fmean(vle) / augmented.mse[i]:.2f}"]
     timed = [e["wall_seconds"] / 60 for e in entries if e["timed"]]
     rates = [r for e in entries if e["timed"] for r in e.get("matmul_gflops") or ()]
     matmul = f"; matmul {min(rates):.0f}-{max(rates):.0f} GFLOP/s" if rates else ""
@@ -143,7 +143,7 @@ def table(name: str, entries: list[dict]) -> str:
              f"{entries[0]['host']['aten_isa']} kernels",
              (["k", "prefix MSE", "asked-k MSE", "PCA MSE", "prefix / PCA"]
               + (["PCA MSE, augmented", "prefix / it"] if augmented else [])
-              + (["prefix / PCA, worst seed"] if len(results) > 1 else [])  # the bar is a run's
+              + (["prefix / PCA, worst seed"] if several else [])
               + ["improved (worst seed)"], rows)]
     if first.masks is not None and first.masks.fg_ari is not None:
         merged = [r.masks.merged_share for r in results]  # None in runs from before it
