@@ -123,17 +123,21 @@ def table(name: str, entries: list[dict]) -> str:
     results = [Evaluation.from_json(json.dumps(e["eval"])) for e in entries]
     first = results[0]
     augmented = first.pca_augmented  # PCA fitted on the training images as the run saw them
-    several = len(results) > 1  # then the worst seed's prefix too: the bar is a run's
-    rows = []
+    rows = []  # each a {column: cell} dict, so the header is the first row's keys
     for i, k in enumerate(first.tokens):
         vle = [r.vle.mse[i] for r in results]
         mean = statistics.fmean(vle)
-        rows.append([str(k), spread(vle), spread([r.vle_asked_k.mse[i] for r in results]),
-                     f"{first.pca.mse[i]:.4f}", f"{mean / first.pca.mse[i]:.2f}",
-                     *([f"{augmented.mse[i]:.4f}", f"{mean / augmented.mse[i]:.2f}"]
-                       if augmented else []),
-                     *([f"{max(vle) / first.pca.mse[i]:.3f}"] if several else []),
-                     f"{min(r.vle.improved[i] for r in results):.1%}"])
+        row = {"k": str(k), "prefix MSE": spread(vle),
+               "asked-k MSE": spread([r.vle_asked_k.mse[i] for r in results]),
+               "PCA MSE": f"{first.pca.mse[i]:.4f}",
+               "prefix / PCA": f"{mean / first.pca.mse[i]:.2f}"}
+        if augmented:
+            row |= {"PCA MSE, augmented": f"{augmented.mse[i]:.4f}",
+                    "prefix / it": f"{mean / augmented.mse[i]:.2f}"}
+        if len(results) > 1:  # the worst seed's prefix too: the bar is a run's
+            row["prefix / PCA, worst seed"] = f"{max(vle) / first.pca.mse[i]:.3f}"
+        row["improved (worst seed)"] = f"{min(r.vle.improved[i] for r in results):.1%}"
+        rows.append(row)
     timed = [e["wall_seconds"] / 60 for e in entries if e["timed"]]
     rates = [r for e in entries if e["timed"] for r in e.get("matmul_gflops") or ()]
     matmul = f"; matmul {min(rates):.0f}-{max(rates):.0f} GFLOP/s" if rates else ""
@@ -141,10 +145,7 @@ def table(name: str, entries: list[dict]) -> str:
                "run two at a time on one thread each (no timing)")
     lines = [f"{name}: {len(entries)} seed(s), {minutes}, {entries[0]['host']['cpu']}, "
              f"{entries[0]['host']['aten_isa']} kernels",
-             (["k", "prefix MSE", "asked-k MSE", "PCA MSE", "prefix / PCA"]
-              + (["PCA MSE, augmented", "prefix / it"] if augmented else [])
-              + (["prefix / PCA, worst seed"] if several else [])
-              + ["improved (worst seed)"], rows)]
+             (list(rows[0]), [list(row.values()) for row in rows])]
     if first.masks is not None and first.masks.fg_ari is not None:
         merged = [r.masks.merged_share for r in results]  # None in runs from before it
         lines.append(f"FG-ARI {spread([r.masks.fg_ari for r in results], 3)}, count accuracy "
