@@ -27,6 +27,7 @@ from vle_kit_plugins.loss_own_colour import OwnColourConfig, own_colours
 
 WHOLE = 0.91  # a `flat_window` is 1 out to this share of its radius ((ln 2)^(1/4), rounded)
 UNDERFLOW = 104.0  # exp(-x) is 0 in float32 from here on
+COLOURS = OwnColourConfig()  # how a mask's core colour is found
 
 
 def _odd(instance, attribute, value):
@@ -88,7 +89,7 @@ def passed(state, cfg: PeakConfig) -> Tensor:
         return state.mask_sum
     taken, seen = state.locator_memory or (torch.zeros_like(state.mask_sum, dtype=torch.bool), 0)
     for mask in state.masks[seen:]:  # (B, 1, H, W): one mask as own_colours' K
-        taken = taken | own_colours(mask, state.x, OwnColourConfig()).view_as(taken)
+        taken = taken | own_colours(mask, state.x, COLOURS).view_as(taken)
     state.locator_memory = taken, len(state.masks)
     return torch.maximum(state.mask_sum, taken.to(state.mask_sum.dtype))
 

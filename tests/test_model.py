@@ -155,6 +155,28 @@ def test_channels_last_trains_to_the_same_weights(vanilla, tmp_path):
     assert_same_training(*trained, recipe.train.lr)
 
 
+@pytest.mark.parametrize("recipe", ["vanilla", "vae", "saliency", "constructor", "inherent"])
+def test_every_model_compiles_and_trains_to_the_eager_weights(recipe, tmp_path):
+    """`train.compile`: the graph torch.compile captures is the model's, plug-ins included
+    (an attrs object built in the forward pass once stopped the capture). Captured and
+    differentiated without inductor's C++ kernels, which would take minutes here; a recipe of
+    each model family (the others differ from these in data and training only)."""
+    from vle_kit.runs import RunDir
+    from vle_kit.train import Trainer
+
+    torch._dynamo.reset()  # graphs of other tests' models count towards the recompile limit
+    compile_ = torch.compile
+    trained = []
+    for compiled in (False, True):
+        memory = ["model.memory={use='none'}"] if recipe == "vae" else []  # TINY sizes one
+        resolved, registry = load_recipe(ROOT / "recipes" / f"{recipe}.toml",
+                                         [*TINY, *memory, f"train.compile={str(compiled).lower()}"])
+        with mock.patch.object(torch, "compile", lambda net: compile_(
+                net, backend="aot_eager", fullgraph=True)):
+            trained.append(three_steps(Trainer(resolved, registry, RunDir(tmp_path))))
+    assert_same_training(*trained, resolved.train.lr)
+
+
 def test_the_fused_optimiser_trains_to_the_weights_of_the_per_tensor_one(vanilla, tmp_path):
     from vle_kit.runs import RunDir
     from vle_kit.train import Trainer
