@@ -174,7 +174,10 @@ class Trainer:
             memory_format=self.memory_format)
         self.net.train()
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
-            out = self.net(x, k, progress=self.step / cfg.steps)
+            progress = self.step / cfg.steps
+            if cfg.compile:  # a tensor, not a float: the graph of step 0 serves every step
+                progress = torch.tensor(progress, dtype=torch.float64)
+            out = self.net(x, k, progress=progress)
         terms = objective(out, x, self.recipe, self.step, self.mask_losses)
         loss = terms.pop("loss")
         # one host sync a step; under torchrun the means over ranks, so all ranks agree
