@@ -171,10 +171,25 @@ def test_every_model_compiles_and_trains_to_the_eager_weights(recipe, tmp_path):
         memory = ["model.memory={use='none'}"] if recipe == "vae" else []  # TINY sizes one
         resolved, registry = load_recipe(ROOT / "recipes" / f"{recipe}.toml",
                                          [*TINY, *memory, f"train.compile={str(compiled).lower()}"])
-        with mock.patch.object(torch, "compile", lambda net: compile_(
-                net, backend="aot_eager", fullgraph=True)):
-            trained.append(three_steps(Trainer(resolved, registry, RunDir(tmp_path))))
+        with (mock.patch.object(torch, "compile", lambda net: compile_(
+                  net, backend="aot_eager", fullgraph=True)),
+              mock.patch("vle_kit.train.cpp_compiler", return_value="c++")):  # none needed
+            trainer = Trainer(resolved, registry, RunDir(tmp_path))
+            assert (trainer.net is not trainer.model) == compiled
+            trained.append(three_steps(trainer))
     assert_same_training(*trained, resolved.train.lr)
+
+
+def test_without_a_cpp_compiler_compile_trains_uncompiled_and_says_so(vanilla, tmp_path,
+                                                                      capsys):
+    from vle_kit.runs import RunDir
+    from vle_kit.train import Trainer
+
+    recipe, registry = load_recipe(vanilla, TINY + ["train.compile=true"])
+    with mock.patch("vle_kit.train.cpp_compiler", return_value=None):
+        trainer = Trainer(recipe, registry, RunDir(tmp_path))
+    assert trainer.net is trainer.model
+    assert "no C++ compiler" in capsys.readouterr().out
 
 
 def test_the_fused_optimiser_trains_to_the_weights_of_the_per_tensor_one(vanilla, tmp_path):

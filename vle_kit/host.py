@@ -13,6 +13,7 @@ import functools
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -96,6 +97,19 @@ def describe(host: dict) -> str:
     return (f"{host['cpu']} ({'AVX-512' if host['avx512'] else 'no AVX-512'}{kind}), "
             f"{host['threads']} threads, kernels ATen {host['aten_isa']} / oneDNN "
             f"{host['onednn_isa']}{device}, torch {host['torch']}")
+
+
+def cpp_compiler() -> str | None:
+    """The C++ compiler torch.compile builds its CPU kernels with, or None where there is none
+    (torch's own search: $CXX, else g++ on Linux)."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+    except ImportError:  # a torch without that search
+        return shutil.which(os.environ.get("CXX", "g++"))
+    try:
+        return get_cpp_compiler()
+    except Exception:  # torch raises its own InvalidCxxCompiler when none is found
+        return None
 
 
 def keep_freed_memory() -> bool:

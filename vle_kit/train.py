@@ -24,7 +24,7 @@ from vle_kit.config import Recipe
 from vle_kit.data import augment, to_signed
 from vle_kit.errors import Interrupted, VleKitError
 from vle_kit.evaluate import encode_all, write_evaluation
-from vle_kit.host import host_info, keep_freed_memory
+from vle_kit.host import cpp_compiler, host_info, keep_freed_memory
 from vle_kit.objective import objective
 from vle_kit.plugins import Registry
 from vle_kit.recipe import differences, dump_recipe, validate
@@ -45,6 +45,22 @@ SAFE_TO_CHANGE = frozenset({"train.steps", "train.lr", "train.lr_end", "train.lo
                             "train.checkpoint_every", "train.keep", "train.eval_images",
                             "train.grid_images", "train.on_nan", "eval.tokens",
                             "eval.probe_images", "eval.max_error", "eval.min_mask"})
+
+
+def compiled(net: torch.nn.Module, tokens_max: int, device: torch.device) -> torch.nn.Module:
+    """`net` under torch.compile, a graph per K; `net` itself where the CPU kernels could not be
+    built, for want of a C++ compiler. Says which."""
+    if device.type == "cpu" and cpp_compiler() is None:
+        if distributed.is_main():
+            print("train.compile: no C++ compiler (g++, or $CXX), which torch.compile needs on "
+                  "the CPU: training uncompiled", flush=True)
+        return net
+    if distributed.is_main():
+        print("train.compile: the first step compiles the model (minutes on a CPU; kept in "
+              "torch's cache for later runs of the same model)", flush=True)
+    dynamo = torch._dynamo.config
+    dynamo.cache_size_limit = max(dynamo.cache_size_limit, 2 * tokens_max)
+    return torch.compile(net)
 
 
 class Trainer:
@@ -90,11 +106,8 @@ class Trainer:
             idle = any(getattr(m, "idle_some_steps", False) and any(True for _ in m.parameters())
                        for m in self.model.modules())
             net = DistributedDataParallel(net, find_unused_parameters=idle)
-        if self.recipe.train.compile:
-            dynamo = torch._dynamo.config
-            dynamo.cache_size_limit = max(dynamo.cache_size_limit, 2 * self.recipe.tokens.max)
-            net = torch.compile(net)  # a graph per K
-        return net
+        return compiled(net, self.recipe.tokens.max, self.device) if self.recipe.train.compile \
+            else net
 
     @property
     def evaluated(self) -> torch.nn.Module:
