@@ -189,7 +189,7 @@ class Trainer:
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
             progress = self.step / cfg.steps
             if cfg.compile:  # a tensor, not a float: the graph of step 0 serves every step
-                progress = torch.tensor(progress, dtype=torch.float64)
+                progress = torch.tensor(progress, dtype=torch.float64, device=self.device)
             out = self.net(x, k, progress=progress)
         terms = objective(out, x, self.recipe, self.step, self.mask_losses)
         loss = terms.pop("loss")
