@@ -168,7 +168,8 @@ def test_every_model_compiles_and_trains_to_the_eager_weights(recipe, tmp_path):
     compile_ = torch.compile
     trained = []
     for compiled in (False, True):
-        memory = ["model.memory={use='none'}"] if recipe == "vae" else []  # TINY sizes one
+        # TINY sizes a memory, which the VAE has none of
+        memory = ["model.memory={use='none'}"] if recipe == "vae" else []
         resolved, registry = load_recipe(ROOT / "recipes" / f"{recipe}.toml",
                                          [*TINY, *memory, f"train.compile={str(compiled).lower()}"])
         with (mock.patch.object(torch, "compile", lambda net: compile_(

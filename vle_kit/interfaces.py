@@ -64,7 +64,8 @@ class State:
     mask_sum: Tensor  # (B, 1, H, W) in [0, 1]: how much of each pixel the masks have claimed
     masks: list[Tensor]  # the masks so far, each (B, 1, H, W)
     parts: list[Tensor] = attrs.field(factory=list)  # the parts so far, each (B, C, H, W)
-    progress: float = 1.0  # share of training done, for annealed plug-ins; 1 outside training
+    progress: float | Tensor = 1.0  # share of training done, for annealed plug-ins (a 0-d
+    # tensor under train.compile); 1 outside training
     decoder_memory: object | None = None  # what the decoder carries from step to step
     locator_memory: object | None = None  # what the locator keeps of earlier steps' work
     window: Tensor | None = None  # (B, 1, H, W) where this step's mask may claim; None: anywhere
@@ -79,7 +80,7 @@ class State:
                             window=take(self.window, rows))
 
     @classmethod
-    def start(cls, x: Tensor, k: int, progress: float = 1.0) -> State:
+    def start(cls, x: Tensor, k: int, progress: float | Tensor = 1.0) -> State:
         b, _, h, w = x.shape
         return cls(x, k, 0, torch.zeros_like(x), x.new_zeros(b, 1, h, w), [], progress=progress)
 

@@ -131,7 +131,7 @@ class VLE(nn.Module):
                                      (token_channels, token.size, token.size))
         self.image_shape = (spec.image_channels, spec.image_size, spec.image_size)
 
-    def forward(self, x: Tensor, k: int, progress: float = 1.0) -> Output:
+    def forward(self, x: Tensor, k: int, progress: float | Tensor = 1.0) -> Output:
         """Encode x (B, C, H, W) in [-1, 1] into k tokens, reconstructing after each."""
         state, memory = State.start(x, k, progress), None
         tokens, parts, recons, kls = [], [], [], []
