@@ -50,14 +50,15 @@ SAFE_TO_CHANGE = frozenset({"train.steps", "train.lr", "train.lr_end", "train.lo
 def compiled(net: torch.nn.Module, tokens_max: int, device: torch.device) -> torch.nn.Module:
     """`net` under torch.compile, a graph per K; `net` itself where the CPU kernels could not be
     built, for want of a C++ compiler. Says which."""
-    if device.type == "cpu" and cpp_compiler() is None:
-        if distributed.is_main():
-            print("train.compile: no C++ compiler (g++, or $CXX), which torch.compile needs on "
-                  "the CPU: training uncompiled", flush=True)
-        return net
+    buildable = device.type != "cpu" or cpp_compiler() is not None
+    says = ("the first step compiles the model (minutes on a CPU; kept in torch's cache for "
+            "later runs of the same model)" if buildable else
+            "no C++ compiler (g++, or $CXX), which torch.compile needs on the CPU: training "
+            "uncompiled")
     if distributed.is_main():
-        print("train.compile: the first step compiles the model (minutes on a CPU; kept in "
-              "torch's cache for later runs of the same model)", flush=True)
+        print(f"train.compile: {says}", flush=True)
+    if not buildable:
+        return net
     dynamo = torch._dynamo.config
     dynamo.cache_size_limit = max(dynamo.cache_size_limit, 2 * tokens_max)
     return torch.compile(net)
@@ -106,8 +107,9 @@ class Trainer:
             idle = any(getattr(m, "idle_some_steps", False) and any(True for _ in m.parameters())
                        for m in self.model.modules())
             net = DistributedDataParallel(net, find_unused_parameters=idle)
-        return compiled(net, self.recipe.tokens.max, self.device) if self.recipe.train.compile \
-            else net
+        if self.recipe.train.compile:
+            net = compiled(net, self.recipe.tokens.max, self.device)
+        return net
 
     @property
     def evaluated(self) -> torch.nn.Module:
